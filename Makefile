@@ -11,6 +11,9 @@ STAMP := $(VENV)/.installed
 export HF_HUB_DISABLE_TELEMETRY=1
 export YOLO_OFFLINE=1
 export TOKENIZERS_PARALLELISM=false
+# one thread per process: nbdev_test runs notebooks in parallel, and oversubscribed torch is many times slower
+export OMP_NUM_THREADS ?= 1
+export YOLO_AUTOINSTALL=False
 
 .PHONY: install demo test export clean-nbs nbtest pytest bench docs readme
 

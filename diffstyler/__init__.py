@@ -1,4 +1,10 @@
 __version__ = "0.1.0"
 """diffstyler: the DiffStyler paper as notebooks and a library.  `import diffstyler as ds`."""
-from .core import InjectionConfig, DiffStylerError, InputError, ModelNotAvailableError, load_image, seed_everything
+from .core import (InjectionConfig, DiffStylerError, InputError, ModelNotAvailableError, load_image, save_image,
+                   seed_everything, make_generator)
 from .models import load_pipeline
+from .hooks import decoder_layers, InjectionController, FeatureStore, hooked
+from .inversion import SourceTrajectory
+from .transfer import DiffStyler, Style, TransferResult
+from . import masks
+from .masks import load_mask, to_latent_mask, fastsam, show_mask
