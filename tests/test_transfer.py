@@ -1,0 +1,96 @@
+"""Transfer edge cases beyond the notebook's invariants: persistence, cache precision, mask policies, v-prediction."""
+import warnings
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+import diffstyler as ds
+from diffstyler.models import ddim_scheduler
+
+STEPS, INV = 5, 20
+
+
+@pytest.fixture(scope="module")
+def styler():
+    return ds.DiffStyler(ds.load_pipeline("tiny"))
+
+
+@pytest.fixture(scope="module")
+def content():
+    rng = np.random.default_rng(3)
+    return Image.fromarray(np.kron(rng.integers(0, 255, (6, 10, 3)), np.ones((8, 8, 1))).astype(np.uint8))  # 80x48
+
+
+@pytest.fixture(scope="module")
+def source(styler, content):
+    return styler.invert(content, INV, STEPS, progress=False)
+
+
+def test_saved_trajectory_gives_identical_transfer(styler, source, tmp_path):
+    path = source.save(tmp_path / "src.safetensors")
+    back = ds.SourceTrajectory.load(path)
+    a = styler.transfer(source, prompt="red square", progress=False)
+    b = styler.transfer(back, prompt="red square", progress=False)
+    assert torch.equal(a.latents, b.latents)
+    assert b.image.size == (80, 48)
+
+
+def test_fp16_offloaded_cache_is_close(styler, content, source):
+    small = styler.invert(content, INV, STEPS, record=ds.InjectionConfig.paper(), cache_dtype=torch.float16, offload=True,
+                          progress=False)
+    assert small.store.nbytes < source.store.nbytes / 2
+    a = styler.transfer(source, prompt="red square", progress=False).latents
+    b = styler.transfer(small, prompt="red square", progress=False).latents
+    assert torch.allclose(a, b, atol=5e-2), (a - b).abs().max()
+
+
+def test_counts_inversions_only(styler, source):
+    before = styler.counts["invert"]
+    for f in (0, 2, 5):
+        styler.transfer(source, prompt="red", config=ds.InjectionConfig.paper(num_steps=STEPS, feature_steps=f), progress=False)
+    assert styler.counts["invert"] == before
+
+
+def test_overlapping_masks_are_normalised(styler, source):
+    a = torch.zeros(48, 80); a[:, :50] = 1
+    b = torch.zeros(48, 80); b[:, 30:] = 1
+    with pytest.warns(UserWarning, match="overlap"):
+        r = styler.transfer(source, styles=[(None, a, "red"), (None, b, "blue")], progress=False)
+    total = sum(r.masks)
+    assert float(total.max()) <= 1 + 1e-5 and float(total.min()) >= 0
+
+
+def test_empty_mask_warns_and_keeps_content(styler, source):
+    with pytest.warns(UserWarning, match="all zeros|empty"):
+        r = styler.transfer(source, prompt="red", mask=torch.zeros(48, 80), progress=False)
+    assert torch.equal(r.latents, source.latents[-1:])
+
+
+def test_mask_of_other_size_is_resized_with_a_warning(styler, source):
+    m = np.zeros((96, 160), np.uint8); m[:, :80] = 255
+    with pytest.warns(UserWarning):
+        r = styler.transfer(source, prompt="red", mask=m, progress=False)
+    assert r.masks[0].shape[-2:] == source.latents.shape[-2:]
+
+
+def test_official_masked_run_uses_noise_fusion(styler, source):
+    left = torch.zeros(48, 80); left[:, :40] = 1
+    off = ds.InjectionConfig.official(num_steps=STEPS)
+    r = styler.transfer(source, styles=[(None, left, "red"), (None, 1 - left, "blue")], config=off, progress=False)
+    assert r.config.fusion == "noise" and r.trajectory.shape[0] == STEPS + 1
+    with pytest.raises(ds.InputError, match="source='lora' needs fusion='noise'"):
+        off.replace(fusion="latent")
+
+
+def test_v_prediction_model_inverts_and_transfers(content):
+    pipe = ds.load_pipeline("tiny")
+    pipe.scheduler = ddim_scheduler({**pipe.scheduler.config, "prediction_type": "v_prediction"})
+    st = ds.DiffStyler(pipe)
+    src = st.invert(content, INV, STEPS, progress=False)
+    r = st.transfer(src, prompt="red", progress=False)
+    assert torch.isfinite(r.latents).all() and r.image.size == content.size
+
+
+def test_thresholds_out_of_range_are_refused(styler, source):
+    with pytest.raises(ds.InputError, match="feature_steps=9 is outside 0..5"):
+        styler.transfer(source, config=ds.InjectionConfig.paper(num_steps=STEPS, feature_steps=9))
