@@ -44,6 +44,7 @@ export: install
 
 bench: install
 	$(BIN)/python bench/injection.py
+	$(BIN)/python bench/lora.py
 
 # Docs: with Quarto installed use nbdev_docs; offline, nbdev_proc_nbs renders the processed notebooks to _proc/
 docs: install

@@ -6,5 +6,6 @@ from .models import load_pipeline
 from .hooks import decoder_layers, InjectionController, FeatureStore, hooked
 from .inversion import SourceTrajectory
 from .transfer import DiffStyler, Style, TransferResult
+from .lora import StyleLoRA, train_lora, load_lora, save_lora, use_adapter, delete_lora, adapter_names
 from . import masks
 from .masks import load_mask, to_latent_mask, fastsam, show_mask
