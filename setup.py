@@ -23,7 +23,7 @@ setuptools.setup(
     classifiers=['Development Status :: ' + statuses[int(cfg['status'])], 'Intended Audience :: ' + cfg['audience'],
                  'License :: ' + lic[1], 'Natural Language :: ' + cfg['language'], 'Programming Language :: Python :: 3'],
     packages=setuptools.find_packages(include=['diffstyler', 'diffstyler.*']),
-    include_package_data=True, package_data={'diffstyler': ['assets/*', 'assets/*/*']},
+    include_package_data=True, package_data={'diffstyler': ['assets/*', 'assets/*/*', 'assets/*/*/*']},
     install_requires=requirements, extras_require=extras, python_requires='>=' + cfg['min_python'],
     entry_points={'console_scripts': scripts, 'nbdev': [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"]},
     zip_safe=False)

@@ -9,3 +9,4 @@ from .transfer import DiffStyler, Style, TransferResult
 from .lora import StyleLoRA, train_lora, load_lora, save_lora, use_adapter, delete_lora, adapter_names
 from . import masks
 from .masks import load_mask, to_latent_mask, fastsam, show_mask
+from .toy import ToyShapes, render_scene, content_iou, style_distance, outside_mask_change, load_toy_pipeline

@@ -1,0 +1,10 @@
+#!/usr/bin/env python
+"""Train the toy world's model (a thin wrapper over `python -m diffstyler.toy train`).
+
+Example: python scripts/train_toy.py --minutes 72 --vae-minutes 18 --threads 1
+Writes the pipeline to diffstyler/assets/toy (or --out) and the full log to --work."""
+import sys
+from diffstyler.toy import _main
+
+if __name__ == "__main__":
+    _main(["train", *sys.argv[1:]])

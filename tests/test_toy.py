@@ -1,0 +1,139 @@
+"""The toy world: dataset determinism, masks, metrics on constructed cases, and the shipped pipeline (offline)."""
+import math, time
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from diffstyler import toy
+from diffstyler.core import InputError, ModelNotAvailableError
+
+
+def test_dataset_is_deterministic_and_seeded():
+    a, b = toy.ToyShapes(3)[17], toy.ToyShapes(3)[17]
+    assert (a["image"] == b["image"]).all() and a["caption"] == b["caption"]
+    assert (toy.ToyShapes(4)[17]["image"] != a["image"]).any()
+    # items are independent of the order they are read in
+    ds = toy.ToyShapes(3)
+    later = ds[40]["caption"]
+    assert toy.ToyShapes(3)[40]["caption"] == later
+
+
+def test_held_out_styles_stay_out_of_the_base_dataset():
+    assert set(toy.HELD_OUT_STYLES) and not set(toy.HELD_OUT_STYLES) & set(toy.TRAIN_STYLES)
+    styles = {toy.ToyShapes(0)[i]["meta"]["style"] for i in range(300)}
+    assert styles == set(toy.TRAIN_STYLES)
+    styles = {toy.ToyShapes(0, styles=toy.STYLES)[i]["meta"]["style"] for i in range(300)}
+    assert styles == set(toy.STYLES)
+
+
+def test_captions_name_what_is_drawn():
+    for i in range(30):
+        it = toy.ToyShapes(1)[i]
+        m = it["meta"]
+        for shape, colour in m["shapes"]:
+            assert f"{colour} {shape}" in it["caption"]
+        assert f"on {m['background']} background" in it["caption"] and f"{m['style']} style" in it["caption"]
+
+
+def test_masks_match_pixels():
+    img, cap, masks = toy.render_scene([("square", "blue"), ("circle", "yellow")], "black", "flat",
+                                       centers=[(18, 18), (46, 46)], radii=[10, 10])
+    a = np.asarray(img)
+    assert masks.shape == (2, 64, 64) and masks.dtype == bool
+    assert (a[masks[0]] == toy.COLORS["blue"]).all(1).mean() > 0.75          # the rest are anti-aliased edges
+    assert np.abs(a[masks[0]].astype(int) - toy.COLORS["blue"]).mean() < 25
+    assert np.abs(a[masks[1]].astype(int) - toy.COLORS["yellow"]).mean() < 25
+    assert (a[~masks.any(0)] == toy.BACKGROUNDS["black"]).all(1).mean() > 0.95
+    # a later object hides an earlier one: visible masks never overlap
+    img, _, masks = toy.render_scene([("square", "red"), ("circle", "green")], "white", "flat",
+                                     centers=[(32, 32), (36, 32)], radii=[12, 12])
+    assert not (masks[0] & masks[1]).any() and masks[0].sum() > 0
+
+
+def test_textures_are_coarse_enough_for_the_vae():
+    for style in ("checker", "stripes", "dots"):
+        t = toy._texture(style, 64)
+        assert np.allclose(t, np.roll(t, 16, axis=1)) and np.allclose(t, np.roll(t, 16, axis=0))
+        assert not np.allclose(t, np.roll(t, 8, axis=1))        # the period is 16 px, not 8
+
+
+def test_bad_inputs_raise_input_error():
+    with pytest.raises(InputError, match="shape"): toy.render_scene([("hexagon", "red")])
+    with pytest.raises(InputError, match="background"): toy.render_scene([("circle", "red")], background="pink")
+    with pytest.raises(InputError, match="style"): toy.ToyShapes(0, styles=("oil",))
+
+
+def test_content_iou():
+    img, _, masks = toy.render_scene([("star", "red")], "gray", "checker", seed=5)
+    assert toy.content_iou(img, masks) > 0.9
+    assert toy.content_iou(img, torch.from_numpy(masks[0])) > 0.9        # a tensor mask
+    moved, _, _ = toy.render_scene([("star", "red")], "gray", "checker", seed=6)
+    assert toy.content_iou(moved, masks) < 0.5
+    assert toy.content_iou(Image.new("RGB", (64, 64), toy.BACKGROUNDS["white"]), masks) == 0.0
+    assert toy.content_iou(img, img) == 1.0
+
+
+def test_style_distance_ranks_styles():
+    ref = toy.render_scene([("circle", "red")], "white", "stripes", seed=0)[0]
+    same = toy.render_scene([("square", "blue")], "white", "stripes", seed=1)[0]
+    for other in ("flat", "checker", "dots"):
+        o = toy.render_scene([("square", "blue")], "white", other, seed=1)[0]
+        assert toy.style_distance(same, ref) < toy.style_distance(o, ref), other
+    assert toy.style_distance(ref, ref) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_outside_mask_change():
+    a = np.zeros((64, 64, 3), np.uint8); b = a.copy(); b[20:40, 20:40] = 255
+    m = np.zeros((64, 64), bool); m[20:40, 20:40] = True
+    assert toy.outside_mask_change(a, b, m) == 0.0
+    assert toy.outside_mask_change(a, b, np.zeros((16, 16))) == pytest.approx(400 / 4096)
+    assert toy.psnr(a, a) == math.inf
+
+
+def test_readers_recover_rendered_scenes():
+    k = 0
+    for s in toy.SHAPES:
+        for c in toy.COLORS:
+            for b in toy.BACKGROUNDS:
+                im, _, _ = toy.render_scene([(s, c)], b, toy.STYLES[k % len(toy.STYLES)], seed=k); k += 1
+                assert toy.classify_shape(toy.object_mask(im)) == s
+                assert toy.classify_colour(im) == c and toy.classify_background(im) == b
+
+
+def test_every_caption_word_is_one_token():
+    tok = toy.toy_tokenizer()
+    for w in toy.TOY_WORDS:
+        assert len(tok(w).input_ids) == 3, w
+
+
+def test_missing_weights_give_a_clear_error(tmp_path):
+    with pytest.raises(ModelNotAvailableError, match="toy model weights"):
+        toy.load_toy_pipeline(tmp_path)
+
+
+def test_shipped_pipeline_loads_offline_with_sd21_topology(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    size = sum(f.stat().st_size for f in toy.TOY_DIR.rglob("*") if f.is_file())
+    assert size <= 25e6
+    t0 = time.time(); pipe = toy.load_toy_pipeline(); assert time.time() - t0 < 30
+    unet = pipe.unet
+    assert tuple(unet.config.up_block_types) == ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3
+    assert tuple(unet.config.down_block_types) == ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",)
+    assert not hasattr(unet.up_blocks[0], "attentions")
+    assert [len(b.resnets) for b in unet.up_blocks] == [3, 3, 3, 3]
+    assert [len(b.attentions) for b in unet.up_blocks[1:]] == [3, 3, 3]
+    assert unet.dtype == torch.float32 and pipe.vae.config.latent_channels == unet.config.in_channels == unet.config.out_channels
+    # a short generation runs and gives a 64-px picture
+    pipe.scheduler = toy.ddim_scheduler(pipe.scheduler.config)
+    im = pipe("a red circle on white background, flat style", num_inference_steps=3, guidance_scale=1.0,
+              generator=torch.Generator().manual_seed(0)).images[0]
+    assert im.size == (64, 64)
+
+
+def test_load_pipeline_toy_goes_through_models(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from diffstyler.models import load_pipeline
+    pipe = load_pipeline("toy", device="cpu")
+    assert type(pipe.scheduler).__name__ == "DDIMScheduler"
+    assert pipe.unet.config.sample_size * 4 == 64
