@@ -10,3 +10,5 @@ from .lora import StyleLoRA, train_lora, load_lora, save_lora, use_adapter, dele
 from . import masks
 from .masks import load_mask, to_latent_mask, fastsam, show_mask
 from .toy import ToyShapes, render_scene, content_iou, style_distance, outside_mask_change, load_toy_pipeline
+from .analysis import pca_across_loras, ablation_grid, steps_grid
+from .widgets import InjectionExplorer, FusionExplorer
