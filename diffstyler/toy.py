@@ -385,7 +385,7 @@ def load_toy_pipeline(path=None) -> StableDiffusionPipeline:
     path = Path(path) if path is not None else TOY_DIR
     if not (path / "model_index.json").exists():
         raise ModelNotAvailableError(f"the toy model weights are not in '{path}': train them with `python -m diffstyler.toy train --out {path}`.")
-    pipe = StableDiffusionPipeline.from_pretrained(str(path), torch_dtype=torch.float32, safety_checker=None,
+    pipe = StableDiffusionPipeline.from_pretrained(str(path), dtype=torch.float32, safety_checker=None,
                                                    requires_safety_checker=False, local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
     for m in (pipe.unet, pipe.vae, pipe.text_encoder): m.eval().requires_grad_(False)

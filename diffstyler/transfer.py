@@ -142,6 +142,7 @@ class DiffStyler:
         probe = probe.scaled(source.num_steps) if probe is not None else None
 
         unet, dev = self.pipe.unet, source.latents.device
+        dtype = unet.dtype  # read once: the property walks every parameter
         sched = ddim_scheduler(self.pipe.scheduler.config); sched.set_timesteps(source.num_steps)
         in_batch = config.source == "lora"
         e0 = self._text("")
@@ -155,14 +156,15 @@ class DiffStyler:
             x = z.expand(emb.shape[0], *z.shape[1:])
             if in_batch: x, emb = torch.cat([source.inverted[i:i + 1].to(z), x]), torch.cat([e0, emb])
             ctl.configure(inject=cfg, source=None if in_batch else source.store, record=probe, recorder=recorder)
-            with use_adapter(unet, s.adapter if s is not None else None):
-                out = unet(x.to(unet.dtype), t, encoder_hidden_states=emb.to(unet.dtype)).sample.float()
+            with use_adapter(unet, s.adapter if s is not None else None) if switch else contextlib.nullcontext():
+                out = unet(x.to(dtype), t, encoder_hidden_states=emb.to(dtype)).sample.float()
             if in_batch: out = out[1:]
             return out if g == 1 else out[:1] + g * (out[1:2] - out[:1])
 
         z = source.inverted[:1].float()
         traj = [z]
-        with hooked(unet, ctl):
+        switch = len(passes) > 1 or base_needed   # one pass: select its adapter once, not at every step
+        with hooked(unet, ctl), use_adapter(unet, passes[0].adapter) if not switch else contextlib.nullcontext():
             for i, t in enumerate(tqdm(sched.timesteps, desc="DiffStyler", disable=not progress, leave=False)):
                 ctl.step = i
                 preds = [predict(i, t, z, s, config, probe_stores[j] if probe_stores else None) for j, s in enumerate(passes)]
