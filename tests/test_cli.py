@@ -301,8 +301,13 @@ def test_interrupted_training_leaves_no_partial_file_and_resumes(ws, tmp_path, c
     def ctrl_c():
         if _wait_for_checkpoint(intr): time.sleep(0.2); os.kill(os.getpid(), signal.SIGINT)
     threading.Thread(target=ctrl_c, daemon=True).start()
-    code, out, err = call(capsys, "train-lora", ws/"style.png", "--prompt", "p", "--out", intr, "--steps", "100000",
-                          "--checkpoint-every", "1", *TINY)
+    # a shell that starts us in the background (`cmd &` without job control) leaves SIGINT ignored, and Python then
+    # never raises KeyboardInterrupt: install the default handler for this test, as an interactive terminal has it
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        code, out, err = call(capsys, "train-lora", ws/"style.png", "--prompt", "p", "--out", intr, "--steps", "100000",
+                              "--checkpoint-every", "1", *TINY)
+    finally: signal.signal(signal.SIGINT, previous)
     assert code == 130 and "interrupted" in err and "Traceback" not in err and out == "", err
     _assert_clean(intr)
     # SIGTERM to the subprocess
