@@ -14,6 +14,8 @@ export TOKENIZERS_PARALLELISM=false
 # one thread per process: nbdev_test runs notebooks in parallel, and oversubscribed torch is many times slower
 export OMP_NUM_THREADS ?= 1
 export YOLO_AUTOINSTALL=False
+# ultralytics writes its settings file here, not in ~/.config
+export YOLO_CONFIG_DIR ?= $(CURDIR)/.venv/ultralytics
 
 .PHONY: install demo test export clean-nbs nbtest pytest bench docs readme
 
