@@ -98,7 +98,7 @@ class DiffStyler:
             if m.min() < 0 or m.max() > 1: raise InputError(f"mask of style {j + 1} has values outside [0, 1]: scale it to 0..1.")
             if m.sum() == 0: warnings.warn(f"mask of style {j + 1} is empty: its region stays content.")
         else: m = to_latent_mask(load_mask(mask, size=source.original_size, name=f"mask of style {j + 1}"), hw)
-        return m.to(source.latents.device, torch.float32)
+        return m.to(self.pipe.unet.device, torch.float32)
 
     def _passes(self, style, prompt, mask, styles) -> List[Style]:
         if styles is None: return [Style(style, mask, prompt)]
@@ -141,7 +141,7 @@ class DiffStyler:
         probe_stores = [FeatureStore() for _ in passes] if probe is not None else []
         probe = probe.scaled(source.num_steps) if probe is not None else None
 
-        unet, dev = self.pipe.unet, source.latents.device
+        unet = self.pipe.unet
         dtype = unet.dtype  # read once: the property walks every parameter
         sched = ddim_scheduler(self.pipe.scheduler.config); sched.set_timesteps(source.num_steps)
         in_batch = config.source == "lora"
@@ -155,13 +155,14 @@ class DiffStyler:
             emb = cond(s.prompt if s is not None else "")
             x = z.expand(emb.shape[0], *z.shape[1:])
             if in_batch: x, emb = torch.cat([source.inverted[i:i + 1].to(z), x]), torch.cat([e0, emb])
-            ctl.configure(inject=cfg, source=None if in_batch else source.store, record=probe, recorder=recorder)
+            ctl.configure(inject=cfg, source=None if in_batch else source.store, record=probe if recorder is not None else None,
+                          recorder=recorder)
             with use_adapter(unet, s.adapter if s is not None else None) if switch else contextlib.nullcontext():
                 out = unet(x.to(dtype), t, encoder_hidden_states=emb.to(dtype)).sample.float()
             if in_batch: out = out[1:]
             return out if g == 1 else out[:1] + g * (out[1:2] - out[:1])
 
-        z = source.inverted[:1].float()
+        z = source.inverted[:1].to(unet.device, torch.float32)   # a trajectory loaded from disk may sit on the CPU
         traj = [z]
         switch = len(passes) > 1 or base_needed   # one pass: select its adapter once, not at every step
         with hooked(unet, ctl), use_adapter(unet, passes[0].adapter) if not switch else contextlib.nullcontext():
