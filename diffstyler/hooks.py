@@ -4,9 +4,9 @@
 
 # %% ../nbs/02_hooks.ipynb #4a2198ea
 from __future__ import annotations
-import contextlib, math
+import contextlib
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 from .core import InjectionConfig, InputError
@@ -85,7 +85,6 @@ class InjectionController:
                  record: Optional[InjectionConfig] = None, recorder: Optional[FeatureStore] = None):
         self.step: Optional[int] = None
         self.configure(inject, source, record, recorder)
-        self.calls = 0  # how many hook calls did something (for tests and benchmarks)
 
     def configure(self, inject=None, source=None, record=None, recorder=None):
         "Set what the next UNet pass does; `source=None` with `inject` means in-batch injection from element 0."
@@ -109,8 +108,8 @@ class InjectionController:
 
     def feature(self, layer: int, h: torch.Tensor) -> torch.Tensor:
         "The ResNet residual-branch output to use in `layer` at the current step."
-        if self._asks(self.inject, "feature", layer): h = self._take("feature", layer, h); self.calls += 1
-        if self._asks(self.record, "feature", layer): self.recorder.put(self.step, layer, "feature", h); self.calls += 1
+        if self._asks(self.inject, "feature", layer): h = self._take("feature", layer, h)
+        if self._asks(self.record, "feature", layer): self.recorder.put(self.step, layer, "feature", h)
         return h
 
     def attention(self, kind: str, layer: int, project: Callable[[slice], Tuple[torch.Tensor, torch.Tensor]],
@@ -125,10 +124,8 @@ class InjectionController:
             src = lambda name: self.source.get(self.step, layer, name, like=like)
             q, k = src(f"{kind}_q"), src(f"{kind}_k")
             q, k = q.expand(batch, *q.shape[1:]), k.expand(batch, *k.shape[1:])
-        if inject: self.calls += 1
         if self._asks(self.record, kind, layer):
             self.recorder.put(self.step, layer, f"{kind}_q", q); self.recorder.put(self.step, layer, f"{kind}_k", k)
-            self.calls += 1
         return q, k
 
 # %% ../nbs/02_hooks.ipynb #cb22ebcd
