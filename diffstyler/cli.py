@@ -395,15 +395,17 @@ def demo_grid(panels: dict):
     for t in tiles: grid.paste(t, (x, 0)); x += t.width + 4
     return grid
 
-def demo(out="demo-output", model: Optional[str] = None, overwrite: bool = False, lora_steps: int = 100,
-         steps: int = 25, inversion_steps: int = 50, lr: float = 3e-3, rank: int = 8, seed: int = 0,
+def demo(out="demo-output", model: Optional[str] = None, overwrite: bool = False, lora_steps: Optional[int] = None,
+         steps: int = 25, inversion_steps: int = 50, lr: Optional[float] = None, rank: Optional[int] = None, seed: int = 0,
          progress: bool = True, device=None, echo=print) -> dict:
-    "The main job on the toy model: 2 LoRAs, an inversion, a grid of 6 panels and the toy metrics, written to `out`."
+    "The main job on the toy model: 2 LoRAs (the toy recipe `toy.TOY_LORA` unless given), an inversion, a grid of 6 panels and the toy metrics, written to `out`."
     from diffstyler import toy
     from diffstyler.transfer import DiffStyler
     from diffstyler.lora import WEIGHT_NAME
     t_start = time.perf_counter()
-    lora_steps = check_int_range("--lora-steps", lora_steps, 1)
+    lora_steps = check_int_range("--lora-steps", toy.TOY_LORA["steps"] if lora_steps is None else lora_steps, 1)
+    rank = check_int_range("--lora-rank", toy.TOY_LORA["rank"] if rank is None else rank, 1)
+    lr = toy.TOY_LORA["lr"] if lr is None else lr
     steps = check_int_range("--steps", steps, 1, 1000)
     inversion_steps = check_int_range("--inversion-steps", inversion_steps, 1, 1000)
     if inversion_steps % steps: raise InputError(f"--inversion-steps={inversion_steps} must be a multiple of --steps={steps}.")
@@ -573,9 +575,12 @@ def cmd_toy_train(args) -> Path:
     if (out/"model_index.json").exists() and not args.overwrite:
         raise InputError(f"--out '{out}' already holds a toy model: pass --overwrite to replace it (it is swapped in atomically at the end).")
     check_writable(out.parent if not out.exists() else out, "--out")
-    kw = {k: getattr(args, a) for k, a in (("minutes", "minutes"), ("vae_minutes", "vae_minutes"), ("decoder_minutes", "decoder_minutes"),
-                                            ("batch", "batch"), ("device", "device")) if getattr(args, a) is not None}
-    return Path(train_toy(out, seed=args.seed, threads=args.threads, work_dir=args.work, phase=args.phase, **kw))
+    kw = {k: getattr(args, k) for k in ("minutes", "batch", "device", "snr_floor") if getattr(args, k) is not None}
+    if args.init is not None:
+        init = Path(args.init).expanduser()
+        if not (init/"unet"/"config.json").exists(): raise InputError(f"--init '{init}' is not a toy model folder (no unet/config.json): give the --out of an earlier toy-train.")
+        kw["init"] = init
+    return Path(train_toy(out, seed=args.seed, threads=args.threads, work_dir=args.work, **kw))
 
 def cmd_toy_eval(args) -> Path:
     from diffstyler.toy import toy_eval
@@ -584,8 +589,8 @@ def cmd_toy_eval(args) -> Path:
     if out.suffix.lower() != ".json": raise InputError(f"--out '{out}' must end in .json.")
     check_outputs([out], args.overwrite, "--out")
     model = get_pipeline(args.model, args.device) if args.model not in (None, "toy") else get_pipeline("toy", args.device)
-    res = toy_eval(model, n=n, seed=args.seed, steps=args.steps)
-    res.pop("images", None)
+    res = toy_eval(model, n=n, seed=args.seed, steps=args.steps, style=not args.no_style)
+    res.pop("images", None); res.pop("style_images", None)
     with atomic_write(out, args.overwrite, name="--out") as tmp: Path(tmp).write_text(json.dumps(res, indent=1) + "\n")
     write_config(out, dict(command="toy-eval", model=args.model or "toy", n=n, seed=args.seed, steps=args.steps,
                            output_path=_abs(out)), overwrite=args.overwrite)
@@ -609,9 +614,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a LoRA on each of two held-out-style images, invert a content scene, write a grid "
                                    "(content, style, reconstruction, global, masked, two-style) and the toy metrics.")
     p.add_argument("--out", default="demo-output", help="output folder (default: demo-output)")
-    p.add_argument("--lora-steps", type=int, default=100); p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--lora-steps", type=int, default=None, help="default: the toy recipe's (diffstyler.toy.TOY_LORA)"); p.add_argument("--steps", type=int, default=25)
     p.add_argument("--inversion-steps", type=int, default=50); p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--lora-lr", type=float, default=3e-3); p.add_argument("--lora-rank", type=int, default=8)
+    p.add_argument("--lora-lr", type=float, default=None); p.add_argument("--lora-rank", type=int, default=None)
     _common(p); p.set_defaults(func=cmd_demo)
     p = sub.add_parser("train-lora", help="train a style LoRA on one image",
                        description="Train a LoRA on one style image (eq. 3) and save OUT/pytorch_lora_weights.safetensors; "
@@ -654,18 +659,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key in every run")
     p.add_argument("--out", default=None, help="output image (one run) or folder (several runs)")
     _common(p); p.set_defaults(func=cmd_run)
-    p = sub.add_parser("toy-train", help="train the toy model (hours on a CPU)", description="Train the toy world's VAE and UNet (diffstyler.toy.train_toy).")
+    p = sub.add_parser("toy-train", help="train the toy model (75 minutes on a CPU)", description="Train the toy world's UNet (diffstyler.toy.train_toy); its VAE is a fixed lossless transform.")
     p.add_argument("--out", default=None, help="model folder (default: the package's assets/toy)")
-    p.add_argument("--work", default=None, help="folder for intermediate files and logs")
-    p.add_argument("--minutes", type=float, default=None, help="total budget, all phases (default: the recipe's)")
-    p.add_argument("--vae-minutes", type=float, default=None); p.add_argument("--decoder-minutes", type=float, default=None)
-    p.add_argument("--batch", type=int, default=None, help="UNet batch size (default: the recipe's)")
+    p.add_argument("--work", default=None, help="folder for the training log")
+    p.add_argument("--minutes", type=float, default=None, help="time budget (default: the recipe's 75)")
+    p.add_argument("--batch", type=int, default=None, help="UNet batch size (default: the recipe's 32)")
+    p.add_argument("--init", default=None, help="continue from this toy model folder (an earlier --out)")
+    p.add_argument("--snr-floor", type=float, default=None, help="added to the min-SNR-5 loss weights (the shipped model's second phase: 1)")
     p.add_argument("--seed", type=int, default=0); p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--phase", choices=("all", "vae", "unet", "decoder"), default="all")
     _common(p, model=False); p.set_defaults(func=cmd_toy_train)
-    p = sub.add_parser("toy-eval", help="measure the toy model against its bars", description="Caption following, inversion and VAE PSNR of the toy model (diffstyler.toy.toy_eval).")
+    p = sub.add_parser("toy-eval", help="measure the toy model against its bars", description="Caption following, inversion, VAE PSNR and the style-transfer bars of the toy model (diffstyler.toy.toy_eval).")
     p.add_argument("--out", default="toy-eval.json", help="results JSON")
     p.add_argument("--n", type=int, default=48); p.add_argument("--seed", type=int, default=1234); p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--no-style", action="store_true", help="skip the style-transfer bars (LoRA training and transfers, about a minute)")
     _common(p); p.set_defaults(func=cmd_toy_eval)
     return ap
 

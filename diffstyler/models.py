@@ -173,6 +173,9 @@ def load_pipeline(name_or_path: str = "toy", device=None, dtype=None, seed: int 
     if path.exists():
         if not (path/"model_index.json").exists():
             raise InputError(f"folder '{path}' is not a diffusers pipeline (no model_index.json): save one with pipe.save_pretrained().")
+        if json.loads((path/"model_index.json").read_text()).get("vae", [None])[0] == "diffstyler":  # a toy model (PatchVAE)
+            from diffstyler.toy import load_toy_pipeline
+            return _finish(load_toy_pipeline(path), device, dtype or "float32")
         return _finish(StableDiffusionPipeline.from_pretrained(str(path), **kw), device, dtype)
     if name.count("/") != 1 or name.startswith(("/", ".", "~")):
         raise InputError(f"model '{name}' is neither 'toy', 'tiny', an existing path nor a hub id like 'owner/name'.")

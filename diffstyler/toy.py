@@ -15,11 +15,11 @@ from .core import InputError, ModelNotAvailableError
 
 # %% auto #0
 __all__ = ['SHAPES', 'COLORS', 'BACKGROUNDS', 'STYLES', 'HELD_OUT_STYLES', 'TRAIN_STYLES', 'TOY_WORDS', 'TOY_DIR', 'BARS',
-           'shape_mask', 'caption_for', 'ToyShapes', 'render_scene', 'object_mask', 'content_iou', 'colour_histogram',
-           'style_components', 'style_distance', 'outside_mask_change', 'psnr', 'classify_shape', 'classify_colour',
-           'classify_background', 'toy_unet_config', 'toy_vae_config', 'toy_tokenizer', 'toy_text_encoder',
-           'build_toy_pipeline', 'save_toy_pipeline', 'load_toy_pipeline', 'vae_psnr', 'train_vae', 'train_unet',
-           'finetune_decoder', 'train_toy', 'ddim_roundtrip', 'toy_eval']
+           'STYLE_BARS', 'TOY_LORA', 'shape_mask', 'caption_for', 'ToyShapes', 'render_scene', 'object_mask',
+           'content_iou', 'colour_histogram', 'style_components', 'style_distance', 'outside_mask_change', 'psnr',
+           'classify_shape', 'classify_colour', 'classify_background', 'toy_unet_config', 'PatchVAE', 'toy_vae',
+           'toy_tokenizer', 'toy_text_encoder', 'build_toy_pipeline', 'save_toy_pipeline', 'load_toy_pipeline',
+           'vae_psnr', 'train_toy', 'ddim_roundtrip', 'toy_eval', 'toy_style_eval']
 
 # %% ../nbs/08_toy.ipynb #0fd17f4c
 SHAPES = ("circle", "square", "triangle", "star")
@@ -310,24 +310,55 @@ def classify_background(image) -> str:
     return "white" if p90 > 185 else "black" if p10 < 50 else "gray"
 
 # %% ../nbs/08_toy.ipynb #0327ae65
-from diffusers import StableDiffusionPipeline, UNet2DConditionModel, AutoencoderKL
+from diffusers import StableDiffusionPipeline, UNet2DConditionModel, DDIMScheduler, ModelMixin, ConfigMixin
+from diffusers.configuration_utils import register_to_config
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution, DecoderOutput
+from diffusers.models.modeling_outputs import AutoencoderKLOutput
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-from .models import sd21_unet_config, write_clip_tokenizer, ddim_scheduler, encode_text
+from .models import sd21_unet_config, write_clip_tokenizer, ddim_scheduler, encode_text, SD21_SCHEDULER
 import diffstyler
 TOY_DIR = Path(diffstyler.__file__).parent / "assets" / "toy"  # where the shipped weights live
 
 # %% ../nbs/08_toy.ipynb #39e072b4
-def toy_unet_config(widths=(32, 64, 64, 64), heads=(2, 2, 2, 2), latent_channels: int = 16) -> dict:
+def toy_unet_config(widths=(32, 64, 64, 64), heads=(2, 2, 2, 2), latent_channels: int = 48) -> dict:
     "SD 2.1's UNet topology (4 down, 4 up blocks; up_blocks[0] without attention) at toy widths, on 16x16 latents."
     cfg = sd21_unet_config(widths=widths, heads=heads, cross_attention_dim=64, sample_size=16, norm_num_groups=8)
     cfg.update(in_channels=latent_channels, out_channels=latent_channels)
     return cfg
 
-def toy_vae_config(widths=(16, 32, 64), latent_channels: int = 16) -> dict:
-    "AutoencoderKL with factor-4 downsampling (64 px -> 16x16 latents) and 16 latent channels (a 3x compression)."
-    return dict(in_channels=3, out_channels=3, latent_channels=latent_channels, block_out_channels=tuple(widths),
-                layers_per_block=1, down_block_types=("DownEncoderBlock2D",) * len(widths),
-                up_block_types=("UpDecoderBlock2D",) * len(widths), norm_num_groups=8, sample_size=64, scaling_factor=1.0)
+# %% ../nbs/08_toy.ipynb #b8d2f1e3
+class PatchVAE(ModelMixin, ConfigMixin):
+    "A lossless stand-in for AutoencoderKL: each `patch_size`^2 pixel patch -> `in_channels * patch_size**2` latent channels, minus a per-channel `shift`."
+    @register_to_config
+    def __init__(self, in_channels: int = 3, patch_size: int = 4, scaling_factor: float = 1.0,
+                 latent_channels: Optional[int] = None, block_out_channels: Optional[Sequence[int]] = None):
+        super().__init__()
+        if patch_size < 1 or patch_size & (patch_size - 1):
+            raise InputError(f"patch_size={patch_size} is not a power of two: use 1, 2, 4 or 8.")
+        # the last two are derived, never chosen; diffusers reads them (the pixel/latent factor is 2 ** (len(block_out_channels) - 1))
+        c = in_channels * patch_size ** 2
+        self.register_to_config(latent_channels=c, block_out_channels=(c,) * (int(math.log2(patch_size)) + 1))
+        self.register_buffer("shift", torch.zeros(c))  # per-channel mean of the training latents (fitted by toy_vae)
+
+    def encode(self, x: torch.Tensor, return_dict: bool = True):
+        z = F.pixel_unshuffle(x, self.config.patch_size) - self.shift.to(x.dtype)[:, None, None]
+        dist = DiagonalGaussianDistribution(torch.cat([z, torch.zeros_like(z)], 1), deterministic=True)  # sample() == mean
+        return AutoencoderKLOutput(latent_dist=dist) if return_dict else (dist,)
+
+    def decode(self, z: torch.Tensor, return_dict: bool = True, generator=None):
+        x = F.pixel_shuffle(z + self.shift.to(z.dtype)[:, None, None], self.config.patch_size)
+        return DecoderOutput(sample=x) if return_dict else (x,)
+
+    def forward(self, x: torch.Tensor, return_dict: bool = True): return self.decode(self.encode(x).latent_dist.mean, return_dict)
+
+def toy_vae(n: int = 1024, seed: int = 0) -> PatchVAE:
+    "The toy VAE with its shift and `scaling_factor` fitted on `n` base-style pictures: latents get zero mean and unit variance."
+    vae = PatchVAE()
+    x, _ = ToyShapes(seed + 1, styles=TRAIN_STYLES).batch(0, n)
+    z = F.pixel_unshuffle(x, vae.config.patch_size)
+    vae.shift.copy_(z.mean((0, 2, 3)))
+    vae.register_to_config(scaling_factor=round(1.0 / float((z - vae.shift[:, None, None]).std()), 5))
+    return vae.eval().requires_grad_(False)
 
 # %% ../nbs/08_toy.ipynb #bdb726d2
 def toy_tokenizer(folder=None) -> CLIPTokenizer:
@@ -345,15 +376,15 @@ def toy_text_encoder(tok, hidden: int = 64, seed: int = 0) -> CLIPTextModel:
         return CLIPTextModel(cfg).eval().requires_grad_(False)
 
 # %% ../nbs/08_toy.ipynb #7aff2e15
-def build_toy_pipeline(seed: int = 0, unet_config: Optional[dict] = None, vae_config: Optional[dict] = None) -> StableDiffusionPipeline:
-    "The toy pipeline with fresh (untrained) UNet and VAE and the frozen random text encoder."
+def build_toy_pipeline(seed: int = 0, unet_config: Optional[dict] = None, prediction_type: str = "sample") -> StableDiffusionPipeline:
+    "The toy pipeline with a fresh (untrained) UNet predicting `prediction_type`, the fitted PatchVAE and the frozen random text encoder."
     tok = toy_tokenizer()
     te = toy_text_encoder(tok, seed=seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        vae = AutoencoderKL(**(vae_config or toy_vae_config()))
         unet = UNet2DConditionModel(**(unet_config or toy_unet_config()))
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=te, tokenizer=tok, unet=unet, scheduler=ddim_scheduler(),
+    pipe = StableDiffusionPipeline(vae=toy_vae(seed=seed), text_encoder=te, tokenizer=tok, unet=unet,
+                                   scheduler=ddim_scheduler({**SD21_SCHEDULER, "prediction_type": prediction_type}),
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -384,17 +415,23 @@ def load_toy_pipeline(path=None) -> StableDiffusionPipeline:
     "The shipped toy text-to-image model (offline, float32, CPU), from diffstyler/assets/toy."
     path = Path(path) if path is not None else TOY_DIR
     if not (path / "model_index.json").exists():
-        raise ModelNotAvailableError(f"the toy model weights are not in '{path}': train them with `python -m diffstyler.toy train --out {path}`.")
-    pipe = StableDiffusionPipeline.from_pretrained(str(path), dtype=torch.float32, safety_checker=None,
-                                                   requires_safety_checker=False, local_files_only=True)
+        raise ModelNotAvailableError(f"the toy model weights are not in '{path}': train them with `diffstyler toy-train --out {path}`.")
+    # part by part rather than StableDiffusionPipeline.from_pretrained, which warns that PatchVAE is not an AutoencoderKL
+    f32 = dict(torch_dtype=torch.float32, local_files_only=True)
+    pipe = StableDiffusionPipeline(vae=PatchVAE.from_pretrained(str(path / "vae"), **f32),
+                                   unet=UNet2DConditionModel.from_pretrained(str(path / "unet"), **f32),
+                                   text_encoder=CLIPTextModel.from_pretrained(str(path / "text_encoder"), **f32),
+                                   tokenizer=CLIPTokenizer.from_pretrained(str(path / "tokenizer"), local_files_only=True),
+                                   scheduler=DDIMScheduler.from_pretrained(str(path / "scheduler"), local_files_only=True),
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.register_to_config(_name_or_path=str(path))  # as from_pretrained does: analysis.is_toy reads it
     pipe.set_progress_bar_config(disable=True)
     for m in (pipe.unet, pipe.vae, pipe.text_encoder): m.eval().requires_grad_(False)
     return pipe
 
-# %% ../nbs/08_toy.ipynb #d1b3b93c
-from .models import SD21_SCHEDULER
 
-def _lr_at(lr, step, frac, warmup=50):
+# %% ../nbs/08_toy.ipynb #d1b3b93c
+def _lr_at(lr, step, frac, warmup=100):
     "Linear warm-up, then a cosine over the *time* budget down to 10% (the budget is minutes, not steps)."
     return lr * min(1.0, (step + 1) / warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * min(frac, 1.0))))
 
@@ -405,105 +442,69 @@ class _Log:
         with open(self.path, "a") as f: f.write(line + "\n")
         if self.echo: print(line, flush=True)
 
-def _save_folder(model, folder):
-    "save_pretrained into a temporary folder, then rename over `folder` (a crash never leaves half a checkpoint)."
-    folder = Path(folder); tmp = folder.with_name(folder.name + ".tmp")
-    if tmp.exists(): shutil.rmtree(tmp)
-    model.save_pretrained(str(tmp), safe_serialization=True)
-    if folder.exists(): shutil.rmtree(folder)
-    os.replace(tmp, folder)
-
 def vae_psnr(vae, n: int = 128, seed: int = 10_000, styles=STYLES) -> float:
-    "Mean PSNR (dB) of VAE reconstructions (posterior mean) of `n` held-out images (a seed never used in training)."
+    "Mean PSNR (dB) of VAE round trips (posterior mean) of `n` held-out 8-bit images; a lossless VAE scores the 158 dB cap."
     ds, out = ToyShapes(seed, styles=styles), []
     with torch.no_grad():
         for i in range(0, n, 32):
             x, _ = ds.batch(i, min(32, n - i))
             y = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
-            # quantise like a saved image, then PSNR per image
-            xq, yq = ((x + 1) * 127.5).round(), ((y + 1) * 127.5).round()
+            xq, yq = ((x + 1) * 127.5).round(), ((y + 1) * 127.5).round()  # quantised like a saved image
             mse = ((xq - yq) ** 2).mean((1, 2, 3))
             out += (10 * torch.log10(255 ** 2 / mse.clamp_min(1e-8))).tolist()
     return float(np.mean(out))
-
-def train_vae(work_dir, minutes: float = 15, seed: int = 0, batch: int = 16, lr: float = 1e-3, log_every: int = 25, device="cpu"):
-    "Train the toy AutoencoderKL (L1 + L2 reconstruction, a tiny KL) for `minutes` on all render styles; save to work_dir/vae."
-    work_dir = Path(work_dir); log = _Log(work_dir / "train_log.jsonl")
-    torch.manual_seed(seed)
-    vae = AutoencoderKL(**toy_vae_config()).to(device, memory_format=torch.channels_last).train()
-    ds = ToyShapes(seed, styles=STYLES)  # the VAE is a general image codec, like SD's: it sees every style
-    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
-    g = torch.Generator().manual_seed(seed)
-    t0, budget, step = time.time(), minutes * 60, 0
-    log(phase="vae", event="start", params=sum(p.numel() for p in vae.parameters()), minutes=minutes, batch=batch)
-    while time.time() - t0 < budget:
-        for pg in opt.param_groups: pg["lr"] = _lr_at(lr, step, (time.time() - t0) / budget)
-        x, _ = ds.batch(step * batch, batch)
-        x = x.to(device).contiguous(memory_format=torch.channels_last)
-        post = vae.encode(x).latent_dist
-        z = post.mean + post.std * torch.randn(post.mean.shape, generator=g).to(device)
-        y = vae.decode(z).sample
-        rec = (y - x).abs().mean() + ((y - x) ** 2).mean()
-        kl = post.kl().mean() / post.mean[0].numel()
-        loss = rec + 1e-4 * kl
-        opt.zero_grad(set_to_none=True); loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0); opt.step()
-        if step % log_every == 0: log(phase="vae", step=step, t=round(time.time() - t0, 1), loss=loss.item(), rec=rec.item(), kl=kl.item())
-        step += 1
-    vae.eval().cpu()
-    with torch.no_grad():  # scale latents to unit variance, as SD's scaling_factor does
-        x, _ = ToyShapes(seed + 1, styles=TRAIN_STYLES).batch(0, 256)
-        std = vae.encode(x).latent_dist.mean.std().item()
-    vae.register_to_config(scaling_factor=round(1.0 / std, 5))
-    p = vae_psnr(vae)
-    _save_folder(vae, work_dir / "vae")
-    log(phase="vae", event="done", steps=step, t=round(time.time() - t0, 1), psnr_heldout=p, scaling_factor=vae.config.scaling_factor)
-    return vae
 
 def _ema_update(ema, model, decay):
     with torch.no_grad():
         for e, p in zip(ema.parameters(), model.parameters()): e.lerp_(p, 1 - decay)
 
-def train_unet(work_dir, out_dir, minutes: float = 50, seed: int = 0, batch: int = 24, lr: float = 8e-4, pool: int = 8_000,
-               p_uncond: float = 0.1, ckpt_minutes: float = 8, log_every: int = 25, device="cpu"):
-    "Train the toy UNet (epsilon, min-SNR-5 weights, EMA) on latents of the base styles; checkpoint the pipeline to `out_dir`."
+def train_toy(out_dir=None, minutes: float = 75, seed: int = 0, batch: int = 32, lr: float = 8e-4, pool: int = 40_000,
+              p_uncond: float = 0.1, ema_decay: float = 0.998, ckpt_minutes: float = 10, threads: int = 1, work_dir=None,
+              log_every: int = 25, device="cpu", init=None, snr_floor: float = 0.0):
+    "Train the toy UNet (x0 prediction, min-SNR-5 weights + `snr_floor`, EMA) for `minutes`, from scratch or from the toy model in `init`."
     import copy
-    work_dir, out_dir = Path(work_dir), Path(out_dir); log = _Log(work_dir / "train_log.jsonl")
+    torch.set_num_threads(threads)
+    out_dir = Path(out_dir) if out_dir is not None else TOY_DIR
+    work_dir = Path(work_dir) if work_dir is not None else Path.home() / ".cache" / "diffstyler" / "toy-train"
+    log = _Log(work_dir / "train_log.jsonl")
+    t0 = time.time()
     pipe = build_toy_pipeline(seed)
-    pipe.vae = AutoencoderKL.from_pretrained(str(work_dir / "vae")).eval().requires_grad_(False)
-    pipe.register_modules(vae=pipe.vae)
+    if init is not None:  # continue from a saved toy model (its UNet; the other parts are rebuilt identically from `seed`)
+        pipe.unet = UNet2DConditionModel.from_pretrained(str(Path(init) / "unet"), torch_dtype=torch.float32)
     vae, tok, te, unet = pipe.vae, pipe.tokenizer, pipe.text_encoder, pipe.unet
     sf = vae.config.scaling_factor
-    t0 = time.time()
     ds = ToyShapes(seed + 1, styles=TRAIN_STYLES)  # held-out styles never reach the UNet
     lat, ids = [], []
-    with torch.no_grad():
-        for i in range(0, pool, 64):
-            x, caps = ds.batch(i, min(64, pool - i))
+    with torch.no_grad():  # a fixed pool of latents: rendering is cheap, but not free on one thread
+        for i in range(0, pool, 256):
+            x, caps = ds.batch(i, min(256, pool - i))
             lat.append(vae.encode(x).latent_dist.mean * sf)
             ids.append(tok(caps, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids)
     lat, ids = torch.cat(lat).to(device), torch.cat(ids).to(device)
     empty = tok([""], padding="max_length", max_length=tok.model_max_length, return_tensors="pt").input_ids.to(device)
     log(phase="unet", event="pool", n=len(lat), t=round(time.time() - t0, 1), latent_std=lat.std().item())
-    acp = torch.tensor(ddim_scheduler().alphas_cumprod, dtype=torch.float32)
+    acp = pipe.scheduler.alphas_cumprod.float().clone()
+    kind = pipe.scheduler.config.prediction_type
     unet.train().requires_grad_(True); unet.to(device, memory_format=torch.channels_last); te.to(device)
     ema = copy.deepcopy(unet).eval().requires_grad_(False)
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.01)
     g = torch.Generator().manual_seed(seed)
-    t0, budget, step, last_ckpt = time.time(), minutes * 60, 0, time.time()
-    log(phase="unet", event="start", params=sum(p.numel() for p in unet.parameters()), minutes=minutes, batch=batch)
+    budget, step, last_ckpt = minutes * 60 - (time.time() - t0), 0, time.time()
+    t0 = time.time()
+    log(phase="unet", event="start", params=sum(p.numel() for p in unet.parameters()), minutes=minutes, batch=batch, lr=lr,
+        init=None if init is None else str(init), snr_floor=snr_floor)
     def checkpoint(final=False):
         ema_pipe = StableDiffusionPipeline(vae=vae, text_encoder=copy.deepcopy(te).cpu(), tokenizer=tok,
-                                           unet=copy.deepcopy(ema).cpu(), scheduler=ddim_scheduler(),
+                                           unet=copy.deepcopy(ema).cpu(), scheduler=pipe.scheduler,
                                            safety_checker=None, feature_extractor=None, requires_safety_checker=False)
         save_toy_pipeline(ema_pipe, out_dir)
         log(phase="unet", event="final" if final else "checkpoint", step=step, t=round(time.time() - t0, 1))
     while time.time() - t0 < budget:
-        for pg in opt.param_groups: pg["lr"] = _lr_at(lr, step, (time.time() - t0) / budget, warmup=100)
+        for pg in opt.param_groups: pg["lr"] = _lr_at(lr, step, (time.time() - t0) / budget)
         idx = torch.randint(0, len(lat), (batch,), generator=g)
         z0, tid = lat[idx], ids[idx].clone()
         drop = (torch.rand(batch, generator=g) < p_uncond).to(device)
-        tid[drop] = empty
+        tid[drop] = empty  # empty captions: for classifier-free guidance and for inversion with the empty prompt
         with torch.no_grad(): c = te(tid)[0]
         t = torch.randint(0, 1000, (batch,), generator=g)
         a = acp[t][:, None, None, None].to(device); t = t.to(device)
@@ -511,96 +512,39 @@ def train_unet(work_dir, out_dir, minutes: float = 50, seed: int = 0, batch: int
         zt = (a.sqrt() * z0 + (1 - a).sqrt() * noise).contiguous(memory_format=torch.channels_last)
         pred = unet(zt, t, c).sample
         snr = a.flatten() / (1 - a.flatten())
-        w = snr.clamp(max=5.0) / snr
-        loss = (w * ((pred.float() - noise) ** 2).mean((1, 2, 3))).mean()
+        target, w = {"epsilon": (noise, snr), "sample": (z0, torch.ones_like(snr)),     # min-SNR-5 weights for each target
+                     "v_prediction": (a.sqrt() * noise - (1 - a).sqrt() * z0, snr + 1)}[kind]
+        w = (snr.clamp(max=5.0) + snr_floor) / w  # a floor keeps the noisiest steps, where captions decide the layout, in play
+        loss = (w * ((pred.float() - target) ** 2).mean((1, 2, 3))).mean()
         opt.zero_grad(set_to_none=True); loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0); opt.step()
-        _ema_update(ema, unet, min(0.995, (1 + step) / (10 + step)))
+        _ema_update(ema, unet, min(ema_decay, (1 + step) / (10 + step)))
         if step % log_every == 0: log(phase="unet", step=step, t=round(time.time() - t0, 1), loss=loss.item(), lr=opt.param_groups[0]["lr"])
         step += 1
         if time.time() - last_ckpt > ckpt_minutes * 60: checkpoint(); last_ckpt = time.time()
     checkpoint(final=True)
-    return ema
-
-def finetune_decoder(out_dir, minutes: float = 8, seed: int = 0, batch: int = 16, lr: float = 1e-3, crop: int = 32,
-                     pool: int = 3000, work_dir=None, log_every: int = 50):
-    "Fine-tune only the VAE decoder of the pipeline in `out_dir` on random crops; the encoder, hence the latents the UNet knows, stay fixed."
-    out_dir = Path(out_dir)
-    log = _Log(Path(work_dir or out_dir) / "train_log.jsonl")
-    pipe = load_toy_pipeline(out_dir)
-    vae = pipe.vae
-    dec = [vae.decoder, vae.post_quant_conv] if vae.post_quant_conv is not None else [vae.decoder]
-    params = [p for m in dec for p in m.parameters()]
-    t0 = time.time()
-    ds = ToyShapes(seed + 2, styles=STYLES)
-    xs, mus, sds = [], [], []
-    with torch.no_grad():
-        for i in range(0, pool, 64):
-            x, _ = ds.batch(i, min(64, pool - i))
-            post = vae.encode(x).latent_dist
-            xs.append(x); mus.append(post.mean); sds.append(post.std)
-    xs, mus, sds = torch.cat(xs), torch.cat(mus), torch.cat(sds)
-    f = xs.shape[-1] // mus.shape[-1]; lc = crop // f
-    before = vae_psnr(vae)
-    log(phase="decoder", event="start", psnr_heldout=before, pool=len(xs), t=round(time.time() - t0, 1))
-    for p in params: p.requires_grad_(True)
-    vae.decoder.train()
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    g = torch.Generator().manual_seed(seed)
-    t0, budget, step = time.time(), minutes * 60, 0
-    while time.time() - t0 < budget:
-        for pg in opt.param_groups: pg["lr"] = _lr_at(lr, step, (time.time() - t0) / budget)
-        idx = torch.randint(0, len(xs), (batch,), generator=g)
-        oy, ox = (int(v) for v in torch.randint(0, mus.shape[-1] - lc + 1, (2,), generator=g))
-        mu, sd = mus[idx, :, oy:oy + lc, ox:ox + lc], sds[idx, :, oy:oy + lc, ox:ox + lc]
-        x = xs[idx, :, oy * f:(oy + lc) * f, ox * f:(ox + lc) * f]
-        y = vae.decode(mu + sd * torch.randn(mu.shape, generator=g)).sample
-        loss = (y - x).abs().mean() + ((y - x) ** 2).mean()
-        opt.zero_grad(set_to_none=True); loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0); opt.step()
-        if step % log_every == 0: log(phase="decoder", step=step, t=round(time.time() - t0, 1), loss=loss.item())
-        step += 1
-    vae.eval().requires_grad_(False)
-    after = vae_psnr(vae)
-    if after > before: save_toy_pipeline(pipe, out_dir)
-    log(phase="decoder", event="done", steps=step, t=round(time.time() - t0, 1), psnr_heldout=after, kept=after > before)
-    return after
-
-def train_toy(out_dir=None, minutes: float = 55, vae_minutes: float = 12, decoder_minutes: float = 0, seed: int = 0,
-              threads: int = 1, work_dir=None, phase: str = "all", device="cpu", **kw):
-    "The whole recipe: VAE for `vae_minutes`, the UNet for what is left of `minutes`, then `decoder_minutes` of decoder fine-tuning."
-    torch.set_num_threads(threads)
-    out_dir = Path(out_dir) if out_dir is not None else TOY_DIR
-    work_dir = Path(work_dir) if work_dir is not None else Path.home() / ".cache" / "diffstyler" / "toy-train"
-    t0 = time.time()
-    if phase in ("all", "vae"): train_vae(work_dir, minutes=vae_minutes, seed=seed, device=device)
-    if phase in ("all", "unet"):
-        left = minutes - decoder_minutes - ((time.time() - t0) / 60 if phase == "all" else vae_minutes)
-        train_unet(work_dir, out_dir, minutes=max(left - 3, 1), seed=seed, device=device, **kw)  # ~3 min go to encoding the latent pool
-    if phase in ("all", "decoder"): finetune_decoder(out_dir, minutes=decoder_minutes, seed=seed, work_dir=work_dir)
-    for name in ("train_log.jsonl",):
-        if (work_dir / name).exists(): shutil.copy2(work_dir / name, out_dir / name)
+    shutil.copy2(work_dir / "train_log.jsonl", out_dir / "train_log.jsonl")
     return out_dir
 
 def _main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m diffstyler.toy", description="Train or evaluate the toy world's model.")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    tr = sub.add_parser("train", help="train the toy model (VAE, then UNet) on the CPU")
+    tr = sub.add_parser("train", help="train the toy model's UNet")
     tr.add_argument("--out", default=None, help="output folder (default: the package's assets/toy)")
-    tr.add_argument("--work", default=None, help="folder for intermediate files and the full log")
-    tr.add_argument("--minutes", type=float, default=55, help="total budget, all phases")
-    tr.add_argument("--vae-minutes", type=float, default=12); tr.add_argument("--decoder-minutes", type=float, default=0)
+    tr.add_argument("--work", default=None, help="folder for the full log")
+    tr.add_argument("--minutes", type=float, default=75, help="time budget, pool building included")
     tr.add_argument("--seed", type=int, default=0); tr.add_argument("--threads", type=int, default=1)
-    tr.add_argument("--phase", choices=("all", "vae", "unet", "decoder"), default="all")
-    tr.add_argument("--device", default="cpu", help="cpu or cuda: on a GPU, give a larger --batch and more steps per minute")
-    tr.add_argument("--batch", type=int, default=24, help="UNet batch size")
+    tr.add_argument("--device", default="cpu", help="cpu or cuda: on a GPU, give a larger --batch")
+    tr.add_argument("--batch", type=int, default=32, help="UNet batch size")
+    tr.add_argument("--init", default=None, help="continue from this toy model folder")
+    tr.add_argument("--snr-floor", type=float, default=0.0, help="added to the min-SNR-5 weights of the z0 error")
     ev = sub.add_parser("eval", help="measure the toy model against the bars")
     ev.add_argument("--model", default=None); ev.add_argument("--n", type=int, default=48)
     ev.add_argument("--threads", type=int, default=1); ev.add_argument("--out", default=None, help="write the results as JSON")
     a = ap.parse_args(argv)
     if a.cmd == "train":
-        train_toy(a.out, minutes=a.minutes, vae_minutes=a.vae_minutes, decoder_minutes=a.decoder_minutes, seed=a.seed,
-                  threads=a.threads, work_dir=a.work, phase=a.phase, device=a.device, batch=a.batch)
+        train_toy(a.out, minutes=a.minutes, seed=a.seed, threads=a.threads, work_dir=a.work, device=a.device, batch=a.batch,
+                  init=a.init, snr_floor=a.snr_floor)
     else:
         torch.set_num_threads(a.threads)
         toy_eval(a.model, n=a.n, out=a.out)
@@ -622,8 +566,9 @@ def ddim_roundtrip(pipe, x: torch.Tensor, steps: int = 50) -> Tuple[torch.Tensor
 
 BARS = dict(colour=0.80, background=0.90, shape=0.60, inversion_psnr=35.0, vae_psnr=28.0)
 
-def toy_eval(model=None, n: int = 48, seed: int = 1234, guidance: float = 5.0, steps: int = 25, out=None, echo: bool = True) -> dict:
-    "Measure the toy model against the issue's bars: caption following (single objects), inversion and VAE PSNR."
+def toy_eval(model=None, n: int = 48, seed: int = 1234, guidance: float = 5.0, steps: int = 25, out=None, echo: bool = True,
+             style: bool = True) -> dict:
+    "Measure the toy model against its bars: caption following (single objects), inversion, VAE PSNR and (`style`) `toy_style_eval`."
     pipe = load_toy_pipeline(model) if not hasattr(model, "unet") else model
     pipe.scheduler = ddim_scheduler(pipe.scheduler.config)
     rng = np.random.default_rng(seed)
@@ -652,9 +597,72 @@ def toy_eval(model=None, n: int = 48, seed: int = 1234, guidance: float = 5.0, s
         for k, bar in BARS.items():
             print(f"{k:16s} {res[k]:7.3f}   bar >= {bar:<5}  {'PASS' if res[k] >= bar else 'FAIL'}")
         print(f"vae_psnr (held-out styles) {res['vae_psnr_held_out_styles']:.2f} dB; {res['seconds_per_image']} s/image at {steps} steps")
+    style_res = toy_style_eval(pipe, echo=echo) if style else None
+    if style_res is not None: res["style"] = {k: v for k, v in style_res.items() if k not in ("images", "style_image")}
     if out is not None:
         Path(out).write_text(json.dumps(res, indent=1))
     res["images"] = images
+    if style_res is not None: res["style_images"] = style_res["images"]
+    return res
+
+# %% ../nbs/08_toy.ipynb #e2a3b4c5
+STYLE_BARS = dict(style_gain=0.03, content_iou=0.60)
+# the LoRA recipe for the toy: the paper's rank and steps, a learning rate suited to a 3M-parameter UNet (SD's is 2e-4)
+TOY_LORA = dict(rank=16, alpha=16, steps=200, lr=1e-3)
+_STYLE_CONTENTS = ([("circle", "red")], [("square", "blue"), ("star", "yellow")], [("triangle", "green")],
+                   [("star", "red"), ("circle", "blue")])
+
+def _monotone(xs, tol: float) -> bool: return all(b >= a - tol for a, b in zip(xs, xs[1:]))
+
+def toy_style_eval(model=None, style: str = "stripes", n_content: int = 3, num_steps: int = 25, inversion_steps: int = 100,
+                   lora: Optional[dict] = None, feature_fractions=(0, 0.2, 0.4, 0.6, 0.8, 1.0), seed: int = 0, echo: bool = True) -> dict:
+    "Bar 5: a LoRA learnt from one picture of a held-out `style`, the paper preset: style gain over no LoRA, content IoU, Fig. 7's trade-off."
+    from diffstyler.transfer import DiffStyler
+    from diffstyler.core import InjectionConfig
+    from diffstyler.lora import delete_lora
+    _check_choice("style", style, HELD_OUT_STYLES)
+    n_content = int(n_content)
+    if not 1 <= n_content <= len(_STYLE_CONTENTS): raise InputError(f"n_content={n_content} must be 1..{len(_STYLE_CONTENTS)}.")
+    pipe = load_toy_pipeline(model) if not hasattr(model, "unet") else model
+    styler = DiffStyler(pipe)
+    style_image, style_caption, _ = render_scene([("square", "green")], "gray", style, seed=seed + 100)
+    t0 = time.time()
+    lora_kw = {**TOY_LORA, **(lora or {})}
+    lora = styler.train_lora(style_image, style_caption, seed=seed, progress=False, name=f"toy_{style}", **lora_kw)
+    t_lora = time.time() - t0
+    cfg = InjectionConfig.paper(num_steps)
+    fsteps = sorted({int(round(f * num_steps)) for f in feature_fractions})
+    per, sweep_images = [], []
+    for k in range(n_content):
+        content, caption, masks = render_scene(_STYLE_CONTENTS[k], ("white", "gray", "black")[k % 3], "flat", seed=seed + k)
+        src = styler.invert(content, inversion_steps, num_steps, progress=False)
+        prompt = caption.replace("flat style", f"{style} style")
+        plain = styler.transfer(src, style=None, prompt=prompt, config=cfg, progress=False).image
+        styled = styler.transfer(src, style=lora, prompt=prompt, config=cfg, progress=False).image
+        sweep = [styler.transfer(src, style=lora, prompt=prompt, config=cfg.replace(feature_steps=f), progress=False).image
+                 for f in fsteps]
+        per.append(dict(style_plain=style_distance(plain, style_image), style_lora=style_distance(styled, style_image),
+                        iou_plain=content_iou(plain, masks), iou_lora=content_iou(styled, masks),
+                        sweep_style=[style_distance(im, style_image) for im in sweep],
+                        sweep_iou=[content_iou(im, masks) for im in sweep]))
+        sweep_images.append([content, plain, styled] + sweep)
+    mean = lambda key: np.mean([r[key] for r in per], 0)
+    res = dict(style_distance_no_lora=float(mean("style_plain")), style_distance_lora=float(mean("style_lora")),
+               content_iou=float(mean("iou_lora")), content_iou_no_lora=float(mean("iou_plain")),
+               feature_steps=fsteps, sweep_style_distance=[float(v) for v in mean("sweep_style")],
+               sweep_content_iou=[float(v) for v in mean("sweep_iou")], n_content=n_content, num_steps=num_steps,
+               lora=lora_kw, lora_seconds=round(t_lora, 1))
+    res["style_gain"] = res["style_distance_no_lora"] - res["style_distance_lora"]
+    res["tradeoff_monotone"] = bool(_monotone(res["sweep_content_iou"], 0.02) and _monotone(res["sweep_style_distance"], 0.005)
+                                    and res["sweep_content_iou"][-1] > res["sweep_content_iou"][0]
+                                    and res["sweep_style_distance"][-1] > res["sweep_style_distance"][0])
+    if echo:
+        for k, bar in STYLE_BARS.items():
+            print(f"{k:16s} {res[k]:7.3f}   bar >= {bar:<5}  {'PASS' if res[k] >= bar else 'FAIL'}")
+        print(f"{'tradeoff':16s} {'monotone' if res['tradeoff_monotone'] else 'NOT monotone':>7s}   feature steps {fsteps}: "
+              f"IoU {[round(v, 2) for v in res['sweep_content_iou']]}, style distance {[round(v, 3) for v in res['sweep_style_distance']]}")
+    res["images"], res["style_image"] = sweep_images, style_image
+    delete_lora(pipe.unet, lora.name)  # leave the pipeline as it came
     return res
 
 # %% ../nbs/08_toy.ipynb #d0b53d61

@@ -17,8 +17,19 @@ def test_readme_gives_the_two_commands():
 
 def test_public_names():
     import diffstyler as ds
-    for name in ("load_pipeline", "InjectionConfig"):
-        assert hasattr(ds, name), name
+    for name in ds.__all__:
+        assert getattr(ds, name) is not None, name
+    assert ds.masks.__name__ == "diffstyler.masks"
+    try: ds.no_such_name
+    except AttributeError as e: assert "no_such_name" in str(e)
+    else: raise AssertionError("unknown names must raise AttributeError")
+
+
+def test_import_and_cli_do_not_load_diffusers():
+    # the public names are lazy, so the CLI's --help and bad-input errors need torch only
+    code = "import sys, diffstyler, diffstyler.cli; print('diffusers' in sys.modules, 'transformers' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0 and r.stdout.split() == ["False", "False"], r.stdout + r.stderr
 
 
 def test_setup_py_does_not_use_pkg_resources():

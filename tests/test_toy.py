@@ -137,3 +137,44 @@ def test_load_pipeline_toy_goes_through_models(monkeypatch):
     pipe = load_pipeline("toy", device="cpu")
     assert type(pipe.scheduler).__name__ == "DDIMScheduler"
     assert pipe.unet.config.sample_size * 4 == 64
+
+
+def test_patch_vae_is_lossless_deterministic_and_saves(tmp_path):
+    vae = toy.toy_vae(n=64)
+    x, _ = toy.ToyShapes(5, styles=toy.STYLES).batch(0, 4)   # held-out styles too: the codec is not learned
+    post = vae.encode(x).latent_dist
+    assert post.mean.shape == (4, 48, 16, 16) and torch.equal(post.sample(), post.mean)
+    assert (vae.decode(post.mean).sample - x).abs().max() < 1e-6
+    assert toy.vae_psnr(vae, n=8) > 100
+    z = toy.toy_vae(n=256).encode(toy.ToyShapes(1, styles=toy.TRAIN_STYLES).batch(0, 256)[0]).latent_dist.mean
+    assert abs(float((z * vae.config.scaling_factor).std()) - 1) < 0.1    # scaled latents have unit variance, as SD's
+    vae.save_pretrained(tmp_path / "vae")
+    back = toy.PatchVAE.from_pretrained(tmp_path / "vae")
+    assert torch.equal(back.shift, vae.shift) and back.config.scaling_factor == vae.config.scaling_factor
+    assert tuple(back.config.block_out_channels) == (48, 48, 48) and back.config.latent_channels == 48
+    with pytest.raises(InputError, match="power of two"):
+        toy.PatchVAE(patch_size=3)
+
+
+def test_a_toy_folder_loads_through_load_pipeline_and_plain_diffusers(tmp_path):
+    from diffusers import StableDiffusionPipeline
+    from diffstyler.models import load_pipeline, vae_scale
+    toy.save_toy_pipeline(toy.build_toy_pipeline(), tmp_path / "m")
+    pipe = load_pipeline(str(tmp_path / "m"), device="cpu")
+    assert isinstance(pipe.vae, toy.PatchVAE) and pipe.unet.dtype == torch.float32 and vae_scale(pipe) == 4
+    plain = StableDiffusionPipeline.from_pretrained(str(tmp_path / "m"))  # model_index names diffstyler.PatchVAE
+    assert isinstance(plain.vae, toy.PatchVAE) and plain.vae_scale_factor == 4
+
+
+def test_style_eval_reports_bar_5_and_leaves_the_pipeline_as_it_was():
+    from diffstyler.lora import adapter_names
+    pipe = toy.build_toy_pipeline()     # untrained: the numbers mean nothing, the bookkeeping is checked
+    r = toy.toy_style_eval(pipe, n_content=1, num_steps=4, inversion_steps=8, lora=dict(steps=2), echo=False)
+    assert r["feature_steps"] == [0, 1, 2, 3, 4] and len(r["sweep_content_iou"]) == len(r["sweep_style_distance"]) == 5
+    assert r["style_gain"] == pytest.approx(r["style_distance_no_lora"] - r["style_distance_lora"])
+    assert 0 <= r["content_iou"] <= 1 and isinstance(r["tradeoff_monotone"], bool)
+    assert r["lora"]["steps"] == 2 and r["lora"]["rank"] == toy.TOY_LORA["rank"]
+    assert len(r["images"]) == 1 and len(r["images"][0]) == 3 + 5
+    assert list(adapter_names(pipe.unet)) == []
+    with pytest.raises(InputError, match="style='flat'"):
+        toy.toy_style_eval(pipe, style="flat")
