@@ -443,7 +443,7 @@ class _Log:
         if self.echo: print(line, flush=True)
 
 def vae_psnr(vae, n: int = 128, seed: int = 10_000, styles=STYLES) -> float:
-    "Mean PSNR (dB) of VAE round trips (posterior mean) of `n` held-out 8-bit images; a lossless VAE scores the 158 dB cap."
+    "Mean PSNR (dB) of VAE round trips (posterior mean) of `n` held-out 8-bit images; a lossless VAE scores 128 dB, the value of the 1e-8 MSE floor."
     ds, out = ToyShapes(seed, styles=styles), []
     with torch.no_grad():
         for i in range(0, n, 32):

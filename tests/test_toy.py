@@ -146,8 +146,9 @@ def test_patch_vae_is_lossless_deterministic_and_saves(tmp_path):
     assert post.mean.shape == (4, 48, 16, 16) and torch.equal(post.sample(), post.mean)
     assert (vae.decode(post.mean).sample - x).abs().max() < 1e-6
     assert toy.vae_psnr(vae, n=8) > 100
-    z = toy.toy_vae(n=256).encode(toy.ToyShapes(1, styles=toy.TRAIN_STYLES).batch(0, 256)[0]).latent_dist.mean
-    assert abs(float((z * vae.config.scaling_factor).std()) - 1) < 0.1    # scaled latents have unit variance, as SD's
+    fitted = toy.toy_vae(n=256)
+    z = fitted.encode(toy.ToyShapes(1, styles=toy.TRAIN_STYLES).batch(0, 256)[0]).latent_dist.mean
+    assert abs(float((z * fitted.config.scaling_factor).std()) - 1) < 0.1    # scaled latents have unit variance, as SD's
     vae.save_pretrained(tmp_path / "vae")
     back = toy.PatchVAE.from_pretrained(tmp_path / "vae")
     assert torch.equal(back.shift, vae.shift) and back.config.scaling_factor == vae.config.scaling_factor
