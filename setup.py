@@ -12,6 +12,7 @@ lic = licenses[cfg['license']]
 
 requirements = cfg.get('requirements', '').split()
 extras = {'fastsam': cfg.get('fastsam_requirements', '').split(),
+          'eval': cfg.get('eval_requirements', '').split(),
           'dev': cfg.get('dev_requirements', '').split()}
 scripts = [s.strip() for s in cfg.get('console_scripts', '').split('\n') if s.strip()]
 
