@@ -12,8 +12,29 @@ import torch.nn.functional as F
 from .core import InjectionConfig, InputError
 
 # %% auto #0
-__all__ = ['DecoderLayer', 'decoder_layers', 'attention_layer_indices', 'FeatureStore', 'InjectionController',
+__all__ = ['check_sd_unet', 'DecoderLayer', 'decoder_layers', 'attention_layer_indices', 'FeatureStore', 'InjectionController',
            'InjectionAttnProcessor', 'hooked']
+
+# %% ../nbs/02_hooks.ipynb #615b58dc
+def check_sd_unet(unet) -> None:
+    "Raise a one-line `InputError` unless `unet` has SD 1.x/2.x's decoder: 4 up blocks of 3 ResNets, one transformer after each ResNet of the last 3, no added embeddings."
+    cfg, ups = unet.config, list(unet.up_blocks)
+    problems = []
+    if len(ups) != 4: problems.append(f"{len(ups)} up blocks, not 4")
+    if any(len(b.resnets) != 3 for b in ups): problems.append(f"{[len(b.resnets) for b in ups]} ResNets per up block, not 3 each")
+    attns = [getattr(b, "attentions", None) for b in ups]
+    if len(ups) == 4 and (attns[0] is not None or any(a is None or len(a) != 3 for a in attns[1:])):
+        problems.append("attention not in up blocks 1-3 only")
+    depth = sorted({len(t.transformer_blocks) for a in attns if a is not None for t in a if hasattr(t, "transformer_blocks")})
+    if depth and depth != [1]: problems.append(f"{max(depth)} transformer layers per block, not 1")
+    for key in ("addition_embed_type", "class_embed_type", "encoder_hid_dim_type"):
+        if getattr(cfg, key, None) is not None: problems.append(f"{key}={getattr(cfg, key)!r}")
+    if cfg.in_channels != cfg.out_channels:   # the latent plus extra inputs the text-to-image sampler does not give
+        problems.append(f"{cfg.in_channels} input channels for {cfg.out_channels} output channels (an inpainting/depth model)")
+    if problems:
+        like = " (it looks like SDXL)" if getattr(cfg, "addition_embed_type", None) == "text_time" else ""
+        raise InputError(f"this UNet is not SD 1.x/2.x-shaped{like}: {'; '.join(problems)}. DiffStyler's decoder-layer map and presets "
+                         f"(12 layers, attention in 3..11) need an SD 1.x/2.x text-to-image UNet, e.g. load_pipeline('sd21-base').")
 
 # %% ../nbs/02_hooks.ipynb #5b7a3624
 @dataclass
@@ -28,8 +49,9 @@ class DecoderLayer:
     @property
     def has_attention(self) -> bool: return bool(self.self_attn or self.cross_attn)
 
-def decoder_layers(unet) -> List[DecoderLayer]:
-    "The decoder-layer map of a `UNet2DConditionModel`: layer k = k-th up-path ResNet and its attention, if any."
+def decoder_layers(unet, strict: bool = True) -> List[DecoderLayer]:
+    "The decoder-layer map of a `UNet2DConditionModel`: layer k = k-th up-path ResNet and its attention, if any (`strict`: SD 1.x/2.x only)."
+    if strict: check_sd_unet(unet)
     layers = []
     for b, block in enumerate(unet.up_blocks):
         attns = getattr(block, "attentions", None)

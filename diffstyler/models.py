@@ -4,18 +4,19 @@
 
 # %% ../nbs/01_models.ipynb #c51450f5
 from __future__ import annotations
-import os, json, socket, string, tempfile
+import json, string, tempfile
 from pathlib import Path
 from typing import Optional, Sequence, Union
 import torch
 from diffusers import (StableDiffusionPipeline, UNet2DConditionModel, AutoencoderKL, DDIMScheduler)
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 from .core import get_device, get_dtype, InputError, ModelNotAvailableError
+from .registry import ModelSource, resolve_model, single_file_config, hub_reachable, not_available
 
 # %% auto #0
-__all__ = ['SD21_SCHEDULER', 'TINY_WORDS', 'ddim_scheduler', 'sd21_unet_config', 'tiny_vae_config', 'clip_vocab',
-           'write_clip_tokenizer', 'random_pipeline', 'tiny_pipeline', 'encode_text', 'vae_scale', 'image_size',
-           'encode_image', 'decode_latents', 'load_pipeline']
+__all__ = ['SD21_SCHEDULER', 'TINY_WORDS', 'CONFIG_FILES', 'ddim_scheduler', 'sd21_unet_config', 'tiny_vae_config', 'clip_vocab',
+           'write_clip_tokenizer', 'random_pipeline', 'tiny_pipeline', 'sd21_random_pipeline', 'encode_text',
+           'vae_scale', 'image_size', 'encode_image', 'decode_latents', 'size_multiple', 'load_pipeline']
 
 # %% ../nbs/01_models.ipynb #b262cbc4
 SD21_SCHEDULER = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
@@ -72,24 +73,33 @@ def write_clip_tokenizer(folder, words: Sequence[str] = TINY_WORDS, model_max_le
     return CLIPTokenizer.from_pretrained(str(folder), model_max_length=model_max_length)
 
 # %% ../nbs/01_models.ipynb #2ac10507
-def _text_encoder(tok: CLIPTokenizer, hidden: int, layers: int = 2, heads: int = 2) -> CLIPTextModel:
-    cfg = CLIPTextConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-                         num_attention_heads=heads, max_position_embeddings=tok.model_max_length,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    return CLIPTextModel(cfg)
+def _text_encoder(tok: CLIPTokenizer, hidden: int, layers: int = 2, heads: int = 2, **fields) -> CLIPTextModel:
+    cfg = dict(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+               num_attention_heads=heads)
+    cfg.update(fields)   # a real encoder's fields (num_hidden_layers, hidden_act, ...) override the tiny defaults
+    cfg.update(vocab_size=max(cfg["vocab_size"], len(tok)), max_position_embeddings=tok.model_max_length,
+               bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    return CLIPTextModel(CLIPTextConfig(**cfg))
 
 def random_pipeline(unet_config: dict, vae_config: Optional[dict] = None, text_hidden: Optional[int] = None,
-                    words: Sequence[str] = TINY_WORDS, seed: int = 0) -> StableDiffusionPipeline:
-    "A StableDiffusionPipeline with random weights from configs (offline, deterministic for a seed)."
+                    words: Sequence[str] = TINY_WORDS, seed: int = 0, text_config: Optional[dict] = None,
+                    scheduler_config: Optional[dict] = None) -> StableDiffusionPipeline:
+    """A StableDiffusionPipeline with random weights from configs (offline, deterministic for a seed).
+    `text_config`: CLIPTextConfig fields of a real text encoder (hidden_size, num_hidden_layers, num_attention_heads,
+    hidden_act, ...); `scheduler_config`: the model's scheduler config, whose betas and prediction_type are kept (as DDIM)."""
     vae_config = vae_config or tiny_vae_config(sample_size=unet_config["sample_size"] * 8)
+    text_config = dict(text_config or {})
+    hidden = text_config.pop("hidden_size", None) or text_hidden or unet_config["cross_attention_dim"]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        tok = write_clip_tokenizer(tempfile.mkdtemp(prefix="diffstyler-tok-"), words)
-        text_encoder = _text_encoder(tok, text_hidden or unet_config["cross_attention_dim"])
+        with tempfile.TemporaryDirectory(prefix="diffstyler-tok-") as tmp:   # the tokenizer reads its files into memory
+            tok = write_clip_tokenizer(tmp, words)
+        text_encoder = _text_encoder(tok, hidden, **text_config)
         unet = UNet2DConditionModel(**unet_config)
         vae = AutoencoderKL(**vae_config)
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tok, unet=unet, scheduler=ddim_scheduler(),
-                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tok, unet=unet,
+                                   scheduler=ddim_scheduler(scheduler_config), safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     for m in (pipe.unet, pipe.vae, pipe.text_encoder): m.eval().requires_grad_(False)
     return pipe
@@ -99,6 +109,10 @@ def tiny_pipeline(seed: int = 0, size: int = 64) -> StableDiffusionPipeline:
     unet = sd21_unet_config(widths=(32, 32, 64, 64), heads=(2, 2, 4, 4), cross_attention_dim=32,
                             sample_size=size // 8, norm_num_groups=8)
     return random_pipeline(unet, tiny_vae_config(sample_size=size), seed=seed)
+
+def sd21_random_pipeline(seed: int = 0) -> StableDiffusionPipeline:
+    "SD 2.1-base's full-size UNet (866M parameters) with random weights, a tiny VAE and a 2-layer 1024-wide text encoder."
+    return random_pipeline(sd21_unet_config(), text_hidden=1024, seed=seed)
 
 # %% ../nbs/01_models.ipynb #4cb7bd26
 @torch.no_grad()
@@ -131,12 +145,16 @@ def decode_latents(pipe, z: torch.Tensor) -> torch.Tensor:
     vae = pipe.vae
     return vae.decode(z.to(vae.device, vae.dtype) / vae.config.scaling_factor).sample.float().clamp(-1, 1)
 
+# %% ../nbs/01_models.ipynb #f15d0001
+def size_multiple(pipe) -> int:
+    """What both sides of an input picture must be a multiple of, in pixels: the VAE's factor (8) times 2 per downsampling of
+    the UNet (3 in SD and in the tiny/toy UNets, so 64), because each UNet level halves the latents and the skip connections
+    must meet at equal sizes."""
+    return vae_scale(pipe) * 2 ** (len(pipe.unet.config.block_out_channels) - 1)
+
 # %% ../nbs/01_models.ipynb #c6e1f73c
-def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"): return False
-    try:
-        with socket.create_connection((host, 443), timeout=timeout): return True
-    except OSError: return False
+_hub_reachable = hub_reachable   # the old private name, still imported by the LoRA loader
+CONFIG_FILES = ("*.json", "*.txt")   # a config repository: component configs and the tokenizer, no weights
 
 def _finish(pipe, device, dtype) -> StableDiffusionPipeline:
     pipe.scheduler = ddim_scheduler(pipe.scheduler.config)
@@ -146,41 +164,61 @@ def _finish(pipe, device, dtype) -> StableDiffusionPipeline:
     if pipe.unet.dtype != dtype: pipe = pipe.to(dtype=dtype)   # cast only when needed (diffusers warns on every cast)
     return pipe.to(get_device(device))
 
-def _not_available(name, why) -> ModelNotAvailableError:
-    return ModelNotAvailableError(
-        f"model '{name}' is not available: {why}. Download it once on a machine with internet "
-        f"(e.g. `huggingface-cli download {name}`) or pass a local diffusers folder / .safetensors file; "
-        f"offline, use 'toy' or 'tiny'.")
+# The three functions that touch the hub or the disk's weights; tests replace them to check the fallbacks offline.
+def _from_pretrained(repo_or_folder: str, local_files_only: bool) -> StableDiffusionPipeline:
+    return StableDiffusionPipeline.from_pretrained(repo_or_folder, local_files_only=local_files_only, safety_checker=None,
+                                                   requires_safety_checker=False)
 
-def load_pipeline(name_or_path: str = "toy", device=None, dtype=None, seed: int = 0) -> StableDiffusionPipeline:
-    "Load 'toy', 'tiny', 'sd21-random', a hub id, a local diffusers folder or a single-file checkpoint, with a DDIM scheduler."
-    name = str(name_or_path)
-    if name == "tiny": return _finish(tiny_pipeline(seed), device, dtype or "float32")
-    if name == "sd21-random":
-        return _finish(random_pipeline(sd21_unet_config(), text_hidden=1024, seed=seed), device, dtype)
-    if name == "toy":
-        from diffstyler.toy import load_toy_pipeline  # lazy: the toy module builds on this one
-        return _finish(load_toy_pipeline(), device, dtype or "float32")
-    path = Path(name).expanduser()
-    kw = dict(safety_checker=None, requires_safety_checker=False)
-    if path.suffix in (".safetensors", ".ckpt", ".pt", ".bin"):
-        if not path.exists(): raise InputError(f"checkpoint '{path}' does not exist: check the path.")
-        if path.suffix != ".safetensors":
-            raise InputError(f"checkpoint '{path}' is a pickle file: only .safetensors checkpoints are loaded (pickles can run code).")
-        try: pipe = StableDiffusionPipeline.from_single_file(str(path), **kw)
-        except Exception as e: raise _not_available(name, f"the single-file loader failed ({type(e).__name__}: {str(e)[:120]})") from None
+def _config_snapshot(repo: str, local_files_only: bool) -> str:
+    "A local folder holding `repo`'s configs and tokenizer (no weights): from the cache, or downloaded (a few hundred kB)."
+    from huggingface_hub import snapshot_download
+    return snapshot_download(repo, allow_patterns=list(CONFIG_FILES), local_files_only=local_files_only)
+
+def _from_single_file(path: Path, config_folder: str) -> StableDiffusionPipeline:
+    return StableDiffusionPipeline.from_single_file(str(path), config=config_folder, local_files_only=True,
+                                                    safety_checker=None, requires_safety_checker=False)
+
+def _first_available(src: ModelSource, fetch, what: str = "it"):
+    "fetch(repo, local_files_only) over src.repos in order: all from the cache first, then downloads if the hub answers."
+    for repo in src.repos:
+        try: return fetch(repo, True)
+        except Exception: pass   # not in the cache (or an incomplete copy): try the next, then the network
+    if not hub_reachable(): raise not_available(src, f"{what} is not in the local cache and the hub cannot be reached (offline)")
+    failed = []
+    for repo in src.repos:
+        try: return fetch(repo, False)
+        except Exception as e: failed.append(f"{repo}: {type(e).__name__}")
+    raise not_available(src, f"download failed ({'; '.join(failed)})")
+
+def load_pipeline(name_or_path: str = "toy", device=None, dtype=None, seed: int = 0, config=None) -> StableDiffusionPipeline:
+    """Load a registry name ('sd21-base', 'sd21', 'sd20-base', 'sd15', 'toy', 'tiny', 'sd21-random'), a hub id, a local
+    diffusers folder or an SD 1.x/2.x single-file .safetensors checkpoint, with a DDIM scheduler, on `device` in `dtype`
+    (default: fp16 on CUDA, fp32 elsewhere; the CPU models always fp32). `config`: for a single file only, the config
+    repository (registry name, hub id or local diffusers folder); default 'sd15' for SD 1.x and 'sd21' for SD 2.x.
+    Raises `ModelNotAvailableError` (one line: the model, what was tried, the fix) or `InputError`."""
+    src = resolve_model(name_or_path)
+    if config is not None and src.kind != "single_file":
+        raise InputError(f"config={config!r} is only for single-file .safetensors checkpoints, not for model '{src.name}': drop it.")
+    if src.kind == "builtin": return _finish(src.entry.load_builtin(src.path, seed=seed), device, dtype or src.entry.dtype)
+    if src.kind == "folder":
+        try: pipe = _from_pretrained(str(src.path), True)
+        except Exception as e:
+            raise InputError(f"folder '{src.path}' does not load as a Stable Diffusion pipeline ({type(e).__name__}: {str(e)[:100]}): "
+                             f"give a folder written by pipe.save_pretrained().") from None
         return _finish(pipe, device, dtype)
-    if path.exists():
-        if not (path/"model_index.json").exists():
-            raise InputError(f"folder '{path}' is not a diffusers pipeline (no model_index.json): save one with pipe.save_pretrained().")
-        if json.loads((path/"model_index.json").read_text()).get("vae", [None])[0] == "diffstyler":  # a toy model (PatchVAE)
-            from diffstyler.toy import load_toy_pipeline
-            return _finish(load_toy_pipeline(path), device, dtype or "float32")
-        return _finish(StableDiffusionPipeline.from_pretrained(str(path), **kw), device, dtype)
-    if name.count("/") != 1 or name.startswith(("/", ".", "~")):
-        raise InputError(f"model '{name}' is neither 'toy', 'tiny', an existing path nor a hub id like 'owner/name'.")
-    try: return _finish(StableDiffusionPipeline.from_pretrained(name, local_files_only=True, **kw), device, dtype)
-    except (OSError, ValueError, EnvironmentError) as e: cached_err = e
-    if not _hub_reachable(): raise _not_available(name, "it is not in the local cache and the hub cannot be reached (offline)")
-    try: return _finish(StableDiffusionPipeline.from_pretrained(name, **kw), device, dtype)
-    except Exception as e: raise _not_available(name, f"download failed ({type(e).__name__}: {str(e)[:120]})") from None
+    if src.kind == "single_file":
+        cfg = single_file_config(src.path, config)
+        if cfg.kind == "folder": folder = str(cfg.path)
+        else:
+            try: folder = _first_available(cfg, _config_snapshot, what="its config repository")
+            except ModelNotAvailableError as e:
+                raise ModelNotAvailableError(
+                    f"checkpoint '{src.path}' needs the config repository '{cfg.repos[0]}' (configs and tokenizer, no weights), "
+                    f"which is not here: run `huggingface-cli download {cfg.repos[0]} --include '*.json' '*.txt'` once online, "
+                    f"or pass config=<a local diffusers folder of the same family>. ({e})") from None
+        try: pipe = _from_single_file(src.path, folder)
+        except Exception as e:
+            raise InputError(f"checkpoint '{src.path}' did not convert with config '{cfg.name}' ({type(e).__name__}: {str(e)[:100]}): "
+                             f"check that it is an SD 1.x/2.x checkpoint of that family.") from None
+        return _finish(pipe, device, dtype)
+    return _finish(_first_available(src, _from_pretrained), device, dtype)
