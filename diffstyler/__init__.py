@@ -18,9 +18,10 @@ _NAMES = {
     "toy": ("ToyShapes", "render_scene", "content_iou", "style_distance", "outside_mask_change", "load_toy_pipeline", "PatchVAE"),
     "analysis": ("pca_across_loras", "ablation_grid", "steps_grid"),
     "widgets": ("InjectionExplorer", "FusionExplorer"),
+    "runs": ("run",),
 }
 _WHERE = {name: mod for mod, names in _NAMES.items() for name in names}
-_MODULES = ("core", "models", "hooks", "inversion", "transfer", "lora", "masks", "toy", "analysis", "widgets", "cli")
+_MODULES = ("core", "models", "hooks", "inversion", "transfer", "lora", "masks", "toy", "analysis", "widgets", "runs", "cli")
 __all__ = sorted(_WHERE)
 
 def __getattr__(name):

@@ -4,565 +4,49 @@
 
 # %% ../nbs/10_cli.ipynb #b287e76c
 from __future__ import annotations
-import argparse, contextlib, datetime, hashlib, json, logging, os, signal, sys, tempfile, time, traceback, warnings
+import argparse, contextlib, logging, signal, sys, traceback, warnings
 from pathlib import Path
 from typing import Optional, Sequence, List
-import numpy as np
 import yaml
 import diffstyler
-from .core import (DiffStylerError, InputError, ModelNotAvailableError, InjectionConfig, PRESETS, check_int_range,
-                   check_output_path, atomic_write, save_image, load_image, make_generator, seed_everything)
+from .core import DiffStylerError, InputError, PRESETS
+from .runs import (train_lora_job, invert_job, transfer_job, run, toy_train_job, toy_eval_job, demo)
 
 # %% auto #0
-__all__ = ['IMAGE_SUFFIXES', 'MASK_SUFFIXES', 'SD_VERSIONS', 'RUN_KEYS', 'META_KEYS', 'DEMO_FILES', 'config_path',
-           'check_writable', 'check_outputs', 'package_info', 'write_config', 'toy_available', 'default_model',
-           'get_pipeline', 'classify_mask', 'check_plan', 'run_plan', 'load_runs', 'run_to_plan', 'demo_grid', 'demo',
-           'cmd_train_lora', 'cmd_invert', 'cmd_transfer', 'cmd_run', 'cmd_demo', 'cmd_toy_train', 'cmd_toy_eval',
-           'build_parser', 'main']
-
-# %% ../nbs/10_cli.ipynb #8618a9ff
-def config_path(out) -> Path:
-    "Where the configuration of output `out` is written: `NAME.config.json` beside `NAME.EXT`."
-    out = Path(out)
-    return out.with_name(out.stem + ".config.json")
-
-def check_writable(folder, name: str = "output") -> Path:
-    "Raise an `InputError` unless a file can really be created in `folder` (os.access is not enough when running as root)."
-    folder = Path(folder) if str(folder) else Path(".")
-    if not folder.exists(): raise InputError(f"{name} folder '{folder}' does not exist: create it first.")
-    if not folder.is_dir(): raise InputError(f"{name} folder '{folder}' is not a folder.")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".diffstyler-probe.", dir=folder)
-        os.close(fd); os.unlink(tmp)
-    except OSError as e:
-        raise InputError(f"{name} folder '{folder}' is not writable ({type(e).__name__}: {e.strerror}): choose another place.") from None
-    return folder
-
-def check_outputs(paths, overwrite: bool = False, name: str = "output") -> List[Path]:
-    "Check every output (and its config sidecar) before computing: folder exists and is writable, file absent unless `overwrite`."
-    out = []
-    for p in paths:
-        p = Path(p)
-        check_writable(p.parent, name)
-        check_output_path(p, overwrite, name)
-        check_output_path(config_path(p), overwrite, f"{name} config")
-        out.append(p)
-    return out
-
-def package_info() -> dict:
-    "The package version and what it ran on, for the config sidecars."
-    import torch
-    return dict(diffstyler_version=diffstyler.__version__, torch_version=torch.__version__,
-                python=".".join(map(str, sys.version_info[:3])))
-
-def write_config(out, record: dict, overwrite: bool = False) -> Path:
-    "Write `record` (plus the package version and time) as `NAME.config.json` beside output `out`, atomically."
-    path = config_path(out)
-    data = dict(record, **package_info(), created=datetime.datetime.now().astimezone().isoformat(timespec="seconds"))
-    with atomic_write(path, overwrite, name="output config") as tmp:
-        Path(tmp).write_text(json.dumps(data, indent=1, default=str) + "\n")
-    return path
-
-# %% ../nbs/10_cli.ipynb #db207ab1
-def toy_available() -> bool:
-    "Whether the toy model's weights ship in this installation."
-    from diffstyler.toy import TOY_DIR
-    return (Path(TOY_DIR)/"model_index.json").exists()
-
-def default_model() -> str:
-    "'toy' when its weights are installed, else 'tiny'."
-    return "toy" if toy_available() else "tiny"
-
-def get_pipeline(model: Optional[str] = None, device=None):
-    "Load `model` (default 'toy') with `load_pipeline`; a missing toy model says how to get it."
-    from diffstyler.models import load_pipeline
-    model = model or "toy"
-    try: return load_pipeline(model, device=device)
-    except ModelNotAvailableError as e:
-        if model == "toy": raise ModelNotAvailableError(f"{e} Or pass --model tiny (random weights, for tests).") from None
-        raise
-
-# %% ../nbs/10_cli.ipynb #a02ee4f4
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-MASK_SUFFIXES = IMAGE_SUFFIXES + (".npy",)
-
-def _is_trajectory(path) -> bool: return str(path).lower().endswith(".safetensors")
-
-def _abs(p) -> Optional[str]: return None if p is None else str(Path(p).expanduser().resolve())
-
-def classify_mask(spec: str, root: Optional[Path] = None):
-    "('file', path) or ('text', prompt) for a --mask value; names without a suffix are looked up as files first."
-    spec = str(spec)
-    if spec.startswith("text:"): return "text", spec[5:].strip()
-    p = Path(spec).expanduser()
-    if root is not None and not p.is_absolute(): p = root/p
-    if p.exists(): return "file", p
-    if not p.suffix:
-        for suf in MASK_SUFFIXES:
-            if p.with_name(p.name + suf).is_file(): return "file", p.with_name(p.name + suf)
-    if p.suffix.lower() in MASK_SUFFIXES or os.sep in spec or "/" in spec:
-        raise InputError(f"mask '{spec}' does not exist: check the path (or write text:PROMPT for a FastSAM text prompt).")
-    return "text", spec
-
-def _split(v) -> list:
-    "A ';'-separated string (the authors' format) or a list -> list of stripped strings."
-    if v is None: return []
-    if isinstance(v, str): return [s.strip() for s in v.split(";")] if v.strip() else []
-    if isinstance(v, (list, tuple)): return [str(s).strip() for s in v]
-    return [str(v)]
-
-# %% ../nbs/10_cli.ipynb #9c5ef0ec
-def _check_safetensors(path, what: str) -> int:
-    "Open a .safetensors file's header; an `InputError` naming it if it is damaged or holds no tensors. Returns the tensor count."
-    from safetensors import safe_open
-    try:
-        with safe_open(str(path), framework="pt") as f: n = len(list(f.keys()))
-    except Exception as e:
-        raise InputError(f"{what} '{path}' cannot be read as safetensors ({type(e).__name__}): it is damaged or not a safetensors file; re-export it.") from None
-    if not n: raise InputError(f"{what} '{path}' holds no tensors: re-export it.")
-    return n
-
-def _trajectory_steps(path) -> int:
-    "The number of sampling steps of a saved source trajectory, read from its header (InputError if it is not one)."
-    from safetensors import safe_open
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            if (f.metadata() or {}).get("format") != "diffstyler-source-1": raise ValueError("not a diffstyler source trajectory")
-            return int(f.get_slice("timesteps").get_shape()[0])
-    except Exception as e:
-        raise InputError(f"source trajectory '{path}' cannot be read ({' '.join(str(e).split())[:80]}): create it with `diffstyler invert`.") from None
-
-def check_plan(plan: dict, overwrite: bool = False) -> dict:
-    "Validate a transfer plan (content, loras, masks, prompts, thresholds, output) without loading a model."
-    from diffstyler.masks import load_mask
-    from diffstyler.lora import resolve_lora_path
-    p = dict(plan)
-    src = p.get("source") or p.get("content")
-    if not src: raise InputError("no content given: pass CONTENT_IMAGE (or a source trajectory .safetensors from `diffstyler invert`).")
-    src = Path(src).expanduser()
-    if _is_trajectory(src):
-        if not src.exists(): raise InputError(f"source trajectory '{src}' does not exist: run `diffstyler invert` first.")
-        p["source"], p["content"] = src, None
-        p["source_steps"] = _trajectory_steps(src)
-        side = config_path(src)
-        if side.exists():
-            with contextlib.suppress(Exception):
-                meta = json.loads(side.read_text())
-                p["source_meta"] = meta
-                if meta.get("content") and Path(meta["content"]).exists(): p["content"] = Path(meta["content"])
-    else:
-        p["source"], p["content"] = None, src
-    content_img = load_image(p["content"], name="content image") if p["content"] is not None else None
-    # steps and thresholds
-    if p.get("steps") is not None: p["steps"] = check_int_range("--steps", p["steps"], 1, 1000, "use e.g. 50.")
-    if p.get("inversion_steps") is not None:
-        p["inversion_steps"] = check_int_range("--inversion-steps", p["inversion_steps"], 1, 1000, "the paper uses 1000.")
-    steps = p.get("source_steps") or p.get("steps") or 50
-    if p["source"] is not None and p.get("steps") is not None and p["steps"] != steps:
-        raise InputError(f"--steps={p['steps']} differs from the {steps} steps of source trajectory '{src}': drop --steps or invert again.")
-    if p["source"] is None:
-        inv = p.get("inversion_steps") or 1000
-        if inv % steps: raise InputError(f"--inversion-steps={inv} must be a multiple of --steps={steps} (e.g. 1000 and 50).")
-    preset = p.get("preset") or "paper"
-    if preset not in PRESETS: raise InputError(f"--preset {preset!r} is not known: use one of {list(PRESETS)}.")
-    p["preset"] = preset
-    for key, flag in (("feature_steps", "--feature-steps"), ("attention_steps", "--attention-steps")):
-        if p.get(key) is not None:
-            p[key] = check_int_range(flag, p[key], 0, steps, f"thresholds count sampling steps: use 0..{steps}.")
-    if p.get("guidance") is not None:
-        try: g = float(p["guidance"])
-        except (TypeError, ValueError): raise InputError(f"--guidance={p['guidance']!r} must be a number, e.g. 7.5.") from None
-        if not 0 <= g <= 50: raise InputError(f"--guidance={g} is outside 0..50: the paper uses 7.5, the authors' code 10.5.")
-        p["guidance"] = g
-    if p.get("seed") is not None: p["seed"] = check_int_range("--seed", p["seed"], 0)
-    # LoRAs, masks, prompts
-    loras = [str(l) for l in (p.get("loras") or [])]
-    if not loras: raise InputError("no --lora given: pass the folder written by `diffstyler train-lora`.")
-    files = []
-    for l in loras:
-        f = resolve_lora_path(l)          # folder without weights, pickles, missing paths: one-line errors
-        _check_safetensors(f, "LoRA file")   # damaged or empty files fail here, before any model is loaded
-        files.append(f)
-    p["lora_files"] = files
-    masks = [str(m) for m in (p.get("masks") or [])]
-    if len(masks) and len(masks) != len(loras):
-        raise InputError(f"{len(masks)} --mask for {len(loras)} --lora: give one mask per LoRA (or one LoRA and no mask for a global transfer).")
-    if len(loras) > 1 and not masks:
-        raise InputError(f"{len(loras)} --lora but no --mask: several styles need one mask each (a region per style).")
-    kinds = []
-    for m in masks:
-        kind, val = classify_mask(m, p.get("root"))
-        if kind == "file":
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")   # size and emptiness are reported once, by the transfer itself
-                load_mask(val, size=content_img.size if content_img is not None else None, name="mask")
-        elif content_img is None:
-            raise InputError(f"mask '{m}' is a text prompt for FastSAM, which needs the content image: pass the image, not a trajectory without its config.")
-        else:
-            from diffstyler.masks import find_fastsam_checkpoint
-            try: find_fastsam_checkpoint()
-            except InputError as e: raise InputError(f"mask '{m}' is a FastSAM text prompt (not a file), but {e}") from None
-        kinds.append((kind, val))
-    p["mask_specs"] = kinds
-    prompts = p.get("prompts") or []
-    if len(prompts) not in (0, 1, len(loras)):
-        raise InputError(f"{len(prompts)} --prompt for {len(loras)} --lora: give none (each LoRA's training prompt), one, or one per LoRA.")
-    p["prompts"] = list(prompts)
-    # output
-    out = p.get("out")
-    if not out: raise InputError("no --out given: name the output image, e.g. --out result.png.")
-    out = Path(out).expanduser()
-    if out.suffix.lower() not in IMAGE_SUFFIXES:
-        raise InputError(f"output '{out}' has no image suffix: use .png or .jpg.")
-    p["out"] = check_outputs([out], overwrite)[0]
-    return p
-
-# %% ../nbs/10_cli.ipynb #c12e2402
-def _masks_for(p, content_img):
-    from diffstyler.masks import fastsam
-    out = []
-    for kind, val in p["mask_specs"]:
-        out.append(str(val) if kind == "file" else fastsam(content_img, text=val))
-    return out
-
-def run_plan(p: dict, cache: Optional[dict] = None, progress: bool = True, device=None, overwrite: bool = False) -> Path:
-    "Execute a plan from `check_plan`; returns the output path (its config is written beside it)."
-    from diffstyler.transfer import DiffStyler, Style
-    from diffstyler.inversion import SourceTrajectory
-    cache = {} if cache is None else cache
-    t0 = time.perf_counter()
-    model = p.get("model") or "toy"
-    key = ("pipe", model)
-    if key not in cache: cache[key] = DiffStyler(get_pipeline(model, device))
-    ds = cache[key]
-    sample = ds.pipe.unet.config.sample_size
-    # content: a saved trajectory or a fresh inversion
-    if p["source"] is not None:
-        made_with = (p.get("source_meta") or {}).get("model")
-        if made_with and made_with != model:
-            raise InputError(f"source trajectory '{p['source']}' was inverted with model '{made_with}', not '{model}': pass --model {made_with} or invert again.")
-        skey = ("source", str(p["source"]))
-        if skey not in cache: cache[skey] = SourceTrajectory.load(p["source"], device=ds.pipe.unet.device)
-        source = cache[skey]
-        if tuple(source.latents.shape[-2:]) != (sample, sample):
-            raise InputError(f"source trajectory '{p['source']}' has {tuple(source.latents.shape[-2:])} latents, model '{model}' makes {sample}x{sample}: invert with the same model.")
-        if p.get("steps") is not None and p["steps"] != source.num_steps:
-            raise InputError(f"--steps={p['steps']} differs from the {source.num_steps} steps of source trajectory '{p['source']}': drop --steps or invert again.")
-        steps = source.num_steps
-    else:
-        steps = p.get("steps") or 50
-    cfg = InjectionConfig.preset(p["preset"], steps)
-    kw = {k: p[k] for k in ("feature_steps", "attention_steps") if p.get(k) is not None}
-    if p.get("guidance") is not None: kw["guidance_scale"] = p["guidance"]
-    if p.get("negative_prompt") is not None: kw["negative_prompt"] = p["negative_prompt"]
-    cfg = cfg.replace(**kw)
-    if p["source"] is None:
-        inv = p.get("inversion_steps") or 1000
-        record = cfg if cfg.source == "base" else None
-        skey = ("invert", model, _abs(p["content"]), inv, steps, json.dumps(None if record is None else record.to_dict(), sort_keys=True))
-        if skey not in cache: cache[skey] = ds.invert(str(p["content"]), inv, steps, record=record if record is not None else None, progress=progress)
-        source = cache[skey]
-    # LoRAs: load once per file, check they fit this UNet first
-    styles, names = [], []
-    for f in p["lora_files"]:
-        lkey = ("lora", model, str(Path(f).resolve()))
-        if lkey not in cache: cache[lkey] = ds.load_lora(str(f))
-        names.append(cache[lkey])
-    prompts = p["prompts"]
-    content_img = load_image(p["content"], name="content image") if p["content"] is not None else None
-    masks = _masks_for(p, content_img) if p["mask_specs"] else [None] * len(names)
-    for j, (lora, mask) in enumerate(zip(names, masks)):
-        prompt = prompts[j] if len(prompts) == len(names) else prompts[0] if prompts else (lora.prompt or "")
-        styles.append(Style(lora.name, mask, prompt))
-    seed = p.get("seed") or 0
-    seed_everything(seed)
-    gen = make_generator(seed, ds.pipe.unet.device)
-    if len(styles) == 1: res = ds.transfer(source, style=styles[0].lora, prompt=styles[0].prompt, mask=styles[0].mask, config=cfg, generator=gen, progress=progress)
-    else: res = ds.transfer(source, styles=styles, config=cfg, generator=gen, progress=progress)
-    out = save_image(res.image, p["out"], overwrite=overwrite)
-    record = dict(command="transfer", model=model, image_path=_abs(p["content"]), source=_abs(p["source"]),
-                  lora=[_abs(f) for f in p["lora_files"]],
-                  mask=[(_abs(v) if k == "file" else f"text:{v}") for k, v in p["mask_specs"]],
-                  prompt_gene=[s.prompt for s in styles], preset=p["preset"], n_timesteps=steps,
-                  inversion_steps=None if p["source"] is not None else (p.get("inversion_steps") or 1000),
-                  feature_steps=cfg.feature_steps, attention_steps=cfg.attention_steps, guidance_scale=cfg.guidance_scale,
-                  negative_prompt=cfg.negative_prompt, seed=seed, output_path=_abs(out), injection=cfg.to_dict(),
-                  seconds=round(time.perf_counter() - t0, 2))
-    write_config(out, record, overwrite=overwrite)
-    return out
-
-# %% ../nbs/10_cli.ipynb #d6fcb7c4
-SD_VERSIONS = {"2.1": "stabilityai/stable-diffusion-2-1-base", "2.0": "stabilityai/stable-diffusion-2-base",
-               "1.5": "runwayml/stable-diffusion-v1-5"}
-RUN_KEYS = ("image_path", "content", "source", "output_path", "lora_name", "lora", "mask", "prompt_gene", "prompts",
-            "guidance_scale", "negative_prompt", "seed", "n_timesteps", "inversion_steps", "pnp_f_t", "pnp_attn_t",
-            "feature_steps", "attention_steps", "preset", "model", "sd_version", "device", "latents_path", "prompt")
-META_KEYS = ("command", "diffstyler_version", "torch_version", "python", "created", "seconds", "injection")  # written by us, ignored on reading
-
-def load_runs(path, overrides: Optional[dict] = None) -> List[dict]:
-    "Read a YAML (or JSON) run file: a run, a list of runs, or {runs: [...], **defaults}; `overrides` apply to every run."
-    path = Path(path).expanduser()
-    if not path.exists(): raise InputError(f"config '{path}' does not exist: check the path.")
-    if path.is_dir(): raise InputError(f"config '{path}' is a folder: give a .yaml file.")
-    try: data = yaml.safe_load(path.read_text())
-    except UnicodeDecodeError: raise InputError(f"config '{path}' is not a text file: give a YAML file.") from None
-    except yaml.YAMLError as e:
-        where = getattr(e, "problem_mark", None)
-        raise InputError(f"config '{path}' is not valid YAML{f' (line {where.line + 1})' if where else ''}: {getattr(e, 'problem', e)}.") from None
-    if isinstance(data, dict) and "runs" in data:
-        defaults = {k: v for k, v in data.items() if k != "runs"}
-        runs = data["runs"]
-        if not isinstance(runs, list): raise InputError(f"config '{path}': 'runs' must be a list of runs.")
-        runs = [dict(defaults, **r) if isinstance(r, dict) else r for r in runs]
-    elif isinstance(data, dict): runs = [data]
-    elif isinstance(data, list): runs = data
-    else: raise InputError(f"config '{path}' holds {type(data).__name__}, not a run (a mapping) or a list of runs.")
-    if not runs: raise InputError(f"config '{path}' holds no runs.")
-    out = []
-    for i, r in enumerate(runs):
-        if not isinstance(r, dict): raise InputError(f"config '{path}': run {i + 1} is a {type(r).__name__}, not a mapping of keys.")
-        r = {k: v for k, v in r.items() if k not in META_KEYS}
-        r.update(overrides or {})
-        unknown = sorted(set(r) - set(RUN_KEYS))
-        if unknown: raise InputError(f"config '{path}': run {i + 1} has unknown key '{unknown[0]}': known keys are {', '.join(RUN_KEYS)}.")
-        out.append(r)
-    return out
-
-def _fraction(name, v, steps, where) -> int:
-    try: f = float(v)
-    except (TypeError, ValueError): raise InputError(f"{where}: {name}={v!r} must be a fraction in 0..1.") from None
-    if not 0 <= f <= 1: raise InputError(f"{where}: {name}={v} is outside 0..1 (a fraction of n_timesteps={steps}).")
-    return int(round(f * steps))
-
-def run_to_plan(r: dict, root: Path, where: str, model: Optional[str] = None, out: Optional[Path] = None) -> dict:
-    "Map one run's keys (the authors' or ours) onto a transfer plan; paths relative to `root`."
-    def rel(v):
-        if v in (None, ""): return None
-        p = Path(str(v)).expanduser()
-        if p.is_absolute(): return p
-        if not (root/p).exists() and len(p.parts) > 1 and (root/p.name).exists():   # the authors' data/, mask/ folders, flattened
-            warnings.warn(f"{where}: '{v}' not found under '{root}'; using '{root/p.name}'.")
-            return root/p.name
-        return root/p
-    both = lambda a, b: r.get(a) if r.get(a) is not None else r.get(b)
-    for a, b in (("pnp_f_t", "feature_steps"), ("pnp_attn_t", "attention_steps"), ("image_path", "content"),
-                 ("lora_name", "lora"), ("prompt_gene", "prompts")):
-        if r.get(a) is not None and r.get(b) is not None: raise InputError(f"{where}: give '{a}' or '{b}', not both.")
-    steps = r.get("n_timesteps")
-    if steps is not None:
-        try: steps = check_int_range("n_timesteps", steps, 1, 1000, "use e.g. 50.")
-        except InputError as e: raise InputError(f"{where}: {e}") from None
-    n = steps or 50
-    fs = _fraction("pnp_f_t", r["pnp_f_t"], n, where) if r.get("pnp_f_t") is not None else r.get("feature_steps")
-    at = _fraction("pnp_attn_t", r["pnp_attn_t"], n, where) if r.get("pnp_attn_t") is not None else r.get("attention_steps")
-    if r.get("prompt"): warnings.warn(f"{where}: prompt={r['prompt']!r} is ignored: the content is inverted with the empty prompt (the paper's setting).")
-    dev = r.get("device")
-    if dev and str(dev).startswith("cuda"):
-        import torch
-        if not torch.cuda.is_available(): warnings.warn(f"{where}: device={dev!r} is not available here: running on the default device.")
-    mdl = model or r.get("model") or (SD_VERSIONS.get(str(r["sd_version"])) if r.get("sd_version") else None) or "toy"
-    if r.get("sd_version") and not model and not r.get("model") and str(r["sd_version"]) not in SD_VERSIONS:
-        raise InputError(f"{where}: sd_version={r['sd_version']!r} is not known: use one of {list(SD_VERSIONS)} or set 'model'.")
-    dest = out if out is not None else rel(r.get("output_path"))
-    if dest is None: raise InputError(f"{where}: no output_path: name the output image (or a folder).")
-    if dest.suffix.lower() not in IMAGE_SUFFIXES: dest = dest/"output.png"
-    src = both("image_path", "content")
-    return dict(content=rel(src) if src is not None else None, source=rel(r.get("source")), out=dest,
-                loras=[rel(l) for l in _split(both("lora_name", "lora"))], masks=[str(rel(m)) for m in _split(r.get("mask"))],
-                prompts=_split(both("prompt_gene", "prompts")), guidance=r.get("guidance_scale"),
-                negative_prompt=r.get("negative_prompt"), seed=r.get("seed"), steps=steps,
-                inversion_steps=r.get("inversion_steps"), feature_steps=fs, attention_steps=at,
-                preset=r.get("preset"), model=mdl, root=root)
-
-# %% ../nbs/10_cli.ipynb #dc4d55b5
-DEMO_FILES = ("grid.png", "metrics.json", "source.safetensors", "lora-stripes", "lora-dots")
-
-def _label(img, text, scale=3):
-    from PIL import Image, ImageDraw
-    w, h = img.size
-    big = img.convert("RGB").resize((w * scale, h * scale), Image.Resampling.NEAREST)
-    canvas = Image.new("RGB", (big.width, big.height + 16), "white")
-    canvas.paste(big, (0, 16))
-    ImageDraw.Draw(canvas).text((3, 2), text, fill="black")
-    return canvas
-
-def demo_grid(panels: dict):
-    "A row of labelled panels {label: PIL image} as one PIL image."
-    from PIL import Image
-    tiles = [_label(im, k) for k, im in panels.items()]
-    grid = Image.new("RGB", (sum(t.width for t in tiles) + 4 * (len(tiles) - 1), max(t.height for t in tiles)), "white")
-    x = 0
-    for t in tiles: grid.paste(t, (x, 0)); x += t.width + 4
-    return grid
-
-def demo(out="demo-output", model: Optional[str] = None, overwrite: bool = False, lora_steps: Optional[int] = None,
-         steps: int = 25, inversion_steps: int = 50, lr: Optional[float] = None, rank: Optional[int] = None, seed: int = 0,
-         progress: bool = True, device=None, echo=print) -> dict:
-    "The main job on the toy model: 2 LoRAs (the toy recipe `toy.TOY_LORA` unless given), an inversion, a grid of 6 panels and the toy metrics, written to `out`."
-    from diffstyler import toy
-    from diffstyler.transfer import DiffStyler
-    from diffstyler.lora import WEIGHT_NAME
-    t_start = time.perf_counter()
-    lora_steps = check_int_range("--lora-steps", toy.TOY_LORA["steps"] if lora_steps is None else lora_steps, 1)
-    rank = check_int_range("--lora-rank", toy.TOY_LORA["rank"] if rank is None else rank, 1)
-    lr = toy.TOY_LORA["lr"] if lr is None else lr
-    steps = check_int_range("--steps", steps, 1, 1000)
-    inversion_steps = check_int_range("--inversion-steps", inversion_steps, 1, 1000)
-    if inversion_steps % steps: raise InputError(f"--inversion-steps={inversion_steps} must be a multiple of --steps={steps}.")
-    out = Path(out).expanduser()
-    if out.exists() and not out.is_dir(): raise InputError(f"--out '{out}' is a file: give a folder.")
-    check_writable(out if out.exists() else out.parent, "--out")
-    existing = [f for f in DEMO_FILES if (out/f).exists()]
-    if existing and not overwrite: raise InputError(f"--out '{out}' already holds demo files ({', '.join(existing)}): pass --overwrite or another folder.")
-    if model is None:
-        model = default_model()
-        if model == "tiny": echo("note: the toy model's weights are not installed; the demo runs on the tiny random-weight model, so its pictures are noise (train the toy model: diffstyler toy-train).", file=sys.stderr)
-    timings = {}
-    t = time.perf_counter(); ds = DiffStyler(get_pipeline(model, device)); timings["load"] = time.perf_counter() - t
-    from diffstyler.models import image_size
-    size = image_size(ds.pipe)
-    shapes = [("circle", "red"), ("square", "blue")]
-    content, caption, obj = toy.render_scene(shapes, "white", "flat", seed=seed + 1, size=size)
-    style_a, cap_a, _ = toy.render_scene([("square", "green"), ("star", "yellow")], "black", "stripes", seed=seed + 2, size=size)
-    style_b, cap_b, _ = toy.render_scene([("triangle", "yellow")], "gray", "dots", seed=seed + 3, size=size)
-    out.mkdir(exist_ok=True)
-    loras = {}
-    for key, img, cap in (("stripes", style_a, cap_a), ("dots", style_b, cap_b)):
-        t = time.perf_counter()
-        loras[key] = ds.train_lora(img, cap, rank=rank, alpha=rank, steps=lora_steps, lr=lr, seed=seed,
-                                   save_to=out/f"lora-{key}", name=key, progress=progress, overwrite=overwrite)
-        timings[f"lora_{key}"] = time.perf_counter() - t
-    t = time.perf_counter()
-    src = ds.invert(content, inversion_steps, steps, progress=progress)
-    src.save(out/"source.safetensors", overwrite=overwrite)
-    timings["invert"] = time.perf_counter() - t
-    cfg = InjectionConfig.paper(steps)
-    gen = lambda: make_generator(seed)
-    p_a, p_b = toy.caption_for(shapes, "white", "stripes"), toy.caption_for(shapes, "white", "dots")
-    t = time.perf_counter()
-    rec = ds.reconstruct(src).image
-    glob = ds.transfer(src, style=loras["stripes"], prompt=p_a, config=cfg, generator=gen(), progress=progress).image
-    m0, m1 = obj[0].astype(np.float32), obj[1].astype(np.float32)
-    masked = ds.transfer(src, style=loras["stripes"], prompt=p_a, mask=m0, config=cfg, generator=gen(), progress=progress).image
-    two = ds.transfer(src, styles=[(loras["stripes"], m0, p_a), (loras["dots"], m1, p_b)], config=cfg, generator=gen(), progress=progress).image
-    timings["transfers"] = time.perf_counter() - t
-    truth = obj.any(0)
-    def stats(img, style=None, mask=None):
-        d = dict(content_iou=round(toy.content_iou(img, truth), 4))
-        if style is not None: d["style_distance"] = round(toy.style_distance(img, style), 4)
-        if mask is not None: d["outside_mask_change"] = round(toy.outside_mask_change(rec, img, mask), 4)
-        return d
-    metrics = dict(model=model, steps=steps, inversion_steps=inversion_steps, lora_steps=lora_steps, lora_lr=lr, lora_rank=rank,
-                   seed=seed, content_caption=caption, style_captions=dict(stripes=cap_a, dots=cap_b),
-                   reconstruction=dict(psnr_db=round(toy.psnr(content, rec), 2), **stats(rec, style_a)),
-                   global_transfer=stats(glob, style_a), masked_transfer=stats(masked, style_a, m0),
-                   two_style_transfer=stats(two),
-                   lora_final_loss={k: round(v.loss_history[-1], 5) for k, v in loras.items()})
-    # each region of the two-style result against its own style (the regions cropped to their objects' boxes)
-    for j, (m, sty, k) in enumerate(((m0, style_a, "stripes"), (m1, style_b, "dots"))):
-        ys, xs = np.nonzero(m)
-        crop = lambda im: im.crop((int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1))
-        metrics["two_style_transfer"][f"object_{j + 1}_style_distance_{k}"] = round(toy.style_distance(crop(two), sty), 4)
-        metrics["two_style_transfer"][f"object_{j + 1}_style_distance_{k}_before"] = round(toy.style_distance(crop(rec), sty), 4)
-    grid = demo_grid({"content": content, "style 1 (stripes)": style_a, "reconstruction": rec, "global (style 1)": glob,
-                      "masked (circle)": masked, "two-style": two, "style 2 (dots)": style_b})
-    save_image(grid, out/"grid.png", overwrite=overwrite)
-    timings["total"] = time.perf_counter() - t_start
-    metrics["seconds"] = {k: round(v, 1) for k, v in timings.items()}
-    metrics.update(package_info())
-    with atomic_write(out/"metrics.json", overwrite, name="metrics") as tmp: Path(tmp).write_text(json.dumps(metrics, indent=1) + "\n")
-    echo(f"demo: {timings['total']:.0f} s on model '{model}'; grid {out/'grid.png'}, metrics {out/'metrics.json'}, "
-         f"LoRAs {out/'lora-stripes'} {out/'lora-dots'}, source trajectory {out/'source.safetensors'}", file=sys.stderr)
-    return metrics
+__all__ = ['cmd_train_lora', 'cmd_invert', 'cmd_transfer', 'cmd_run', 'cmd_demo', 'cmd_toy_train', 'cmd_toy_eval', 'build_parser',
+           'main']
 
 # %% ../nbs/10_cli.ipynb #77dd51a2
 def _progress(args) -> bool: return not getattr(args, "quiet", False)
+def _log(text: str): print(text, file=sys.stderr)
 
 def cmd_train_lora(args) -> Path:
-    from diffstyler.lora import train_lora, WEIGHT_NAME
-    load_image(args.style_image, name="style image")
-    steps = check_int_range("--steps", args.steps, 1, fix="the paper trains 200 steps.")
-    check_int_range("--rank", args.rank, 1, 1024, "the paper uses 16.")
-    if args.checkpoint_every: check_int_range("--checkpoint-every", args.checkpoint_every, 0)
-    out = Path(args.out).expanduser()
-    if out.exists() and not out.is_dir(): raise InputError(f"--out '{out}' is a file: give a folder for the LoRA.")
-    check_writable(out if out.exists() else out.parent, "--out")
-    weights = out/WEIGHT_NAME
-    if weights.exists() and not (args.overwrite or args.resume):
-        raise InputError(f"--out '{out}' already holds {WEIGHT_NAME}: pass --overwrite, --resume or another folder.")
-    if out.exists(): check_output_path(config_path(weights), args.overwrite or args.resume, "--out config")
-    if args.resume:
-        ck = sorted(int(c.name.split("-")[1]) for c in out.glob("checkpoint-*") if c.is_dir() and c.name.split("-")[1].isdigit()) if out.is_dir() else []
-        print(f"resuming from checkpoint step {ck[-1]} in '{out}'" if ck else f"--resume: no checkpoint in '{out}', starting at step 0",
-              file=sys.stderr)
-    t0 = time.perf_counter()
-    pipe = get_pipeline(args.model, args.device)
-    lora = train_lora(pipe, args.style_image, args.prompt, rank=args.rank, alpha=args.alpha or args.rank, steps=steps,
-                      lr=args.lr, seed=args.seed, save_to=out, name=args.name, checkpoint_every=args.checkpoint_every or None,
-                      resume=args.resume, progress=_progress(args), overwrite=args.overwrite)
-    write_config(lora.path, dict(command="train-lora", model=args.model, style_image=_abs(args.style_image), prompt=args.prompt,
-                                 rank=args.rank, alpha=args.alpha or args.rank, steps=steps, lr=args.lr, seed=args.seed,
-                                 checkpoint_every=args.checkpoint_every, resumed=bool(args.resume), output_path=_abs(lora.path),
-                                 final_loss=lora.loss_history[-1] if lora.loss_history else None,
-                                 seconds=round(time.perf_counter() - t0, 2)), overwrite=True)
-    return lora.path
+    return train_lora_job(args.style_image, args.prompt, args.out, args.model, rank=args.rank, alpha=args.alpha, steps=args.steps,
+                          lr=args.lr, seed=args.seed, name=args.name, checkpoint_every=args.checkpoint_every, resume=args.resume,
+                          overwrite=args.overwrite, device=args.device, progress=_progress(args), log=_log)
 
 def cmd_invert(args) -> Path:
-    load_image(args.content_image, name="content image")
-    steps = check_int_range("--steps", args.steps, 1, 1000, "use e.g. 50.")
-    inv = check_int_range("--inversion-steps", args.inversion_steps, 1, 1000, "the paper uses 1000.")
-    if inv % steps: raise InputError(f"--inversion-steps={inv} must be a multiple of --steps={steps} (e.g. 1000 and 50).")
-    out = Path(args.out).expanduser()
-    if out.suffix != ".safetensors": raise InputError(f"--out '{out}' must end in .safetensors (the trajectory's format).")
-    check_outputs([out], args.overwrite, "--out")
-    t0 = time.perf_counter()
-    from diffstyler.transfer import DiffStyler
-    ds = DiffStyler(get_pipeline(args.model, args.device))
-    record = "all" if args.record == "all" else InjectionConfig.preset(args.record, steps)
-    src = ds.invert(args.content_image, inv, steps, record=record, progress=_progress(args))
-    src.save(out, overwrite=args.overwrite)
-    write_config(out, dict(command="invert", model=args.model or "toy", content=_abs(args.content_image), n_timesteps=steps,
-                           inversion_steps=inv, record=args.record, output_path=_abs(out),
-                           seconds=round(time.perf_counter() - t0, 2)), overwrite=args.overwrite)
-    return out
+    return invert_job(args.content_image, args.out, args.model, inversion_steps=args.inversion_steps, steps=args.steps,
+                      record=args.record, overwrite=args.overwrite, device=args.device, progress=_progress(args))
 
 def cmd_transfer(args) -> Path:
-    plan = dict(content=args.content, loras=args.lora, masks=args.mask, prompts=args.prompt, preset=args.preset,
-                feature_steps=args.feature_steps, attention_steps=args.attention_steps, guidance=args.guidance,
-                negative_prompt=args.negative_prompt, seed=args.seed, steps=args.steps, inversion_steps=args.inversion_steps,
-                model=args.model, out=args.out)
-    p = check_plan(plan, args.overwrite)
-    return run_plan(p, progress=_progress(args), device=args.device, overwrite=args.overwrite)
+    return transfer_job(args.content, args.lora, args.out, masks=args.mask, prompts=args.prompt, preset=args.preset,
+                        feature_steps=args.feature_steps, attention_steps=args.attention_steps, guidance=args.guidance,
+                        negative_prompt=args.negative_prompt, seed=args.seed, steps=args.steps,
+                        inversion_steps=args.inversion_steps, model=args.model, overwrite=args.overwrite, device=args.device,
+                        progress=_progress(args))
 
-def cmd_run(args) -> List[Path]:
-    cfg = Path(args.config).expanduser()
-    overrides = {}
-    for s in args.set or []:
+def _overrides(sets) -> dict:
+    "--set KEY=VALUE (repeated) -> {KEY: VALUE read as YAML}."
+    out = {}
+    for s in sets or []:
         k, eq, v = s.partition("=")
         if not eq: raise InputError(f"--set {s!r} must be KEY=VALUE.")
-        overrides[k.strip()] = yaml.safe_load(v) if v.strip() else ""
-    runs = load_runs(cfg, overrides)
-    root = Path(args.root).expanduser() if args.root else cfg.resolve().parent
-    if not root.is_dir(): raise InputError(f"--root '{root}' is not a folder.")
-    out = Path(args.out).expanduser() if args.out else None
-    plans = []
-    for i, r in enumerate(runs):
-        where = f"config '{cfg}' run {i + 1}"
-        dest = None
-        if out is not None: dest = out if len(runs) == 1 and out.suffix.lower() in IMAGE_SUFFIXES else out/f"run-{i + 1:03d}.png"
-        plan = run_to_plan(r, root, where, args.model, dest)
-        if not plan["out"].parent.exists() and plan["out"].parent.parent.is_dir() and plan["out"].name == "output.png":
-            plan["out"].parent.mkdir()   # the authors' output_path is a folder of results
-        try: plans.append(check_plan(plan, args.overwrite))
-        except InputError as e: raise InputError(f"{where}: {e}") from None
-    outs = [str(p["out"]) for p in plans]
-    dup = sorted({o for o in outs if outs.count(o) > 1})
-    if dup: raise InputError(f"config '{cfg}': several runs write '{dup[0]}': give each run its own output_path.")
-    cache, done = {}, []
-    for i, p in enumerate(plans):
-        print(f"run {i + 1}/{len(plans)} -> {p['out']}", file=sys.stderr)
-        done.append(run_plan(p, cache, progress=_progress(args), device=args.device, overwrite=args.overwrite))
-    return done
+        out[k.strip()] = yaml.safe_load(v) if v.strip() else ""
+    return out
+
+def cmd_run(args) -> List[Path]:
+    return run(args.config, args.root, _overrides(args.set), args.out, args.model, args.device, args.overwrite, _progress(args), log=_log)
 
 def cmd_demo(args) -> Path:
     demo(args.out, args.model, args.overwrite, lora_steps=args.lora_steps, steps=args.steps, inversion_steps=args.inversion_steps,
@@ -570,31 +54,12 @@ def cmd_demo(args) -> Path:
     return Path(args.out)
 
 def cmd_toy_train(args) -> Path:
-    from diffstyler.toy import train_toy, TOY_DIR
-    out = Path(args.out).expanduser() if args.out else Path(TOY_DIR)
-    if (out/"model_index.json").exists() and not args.overwrite:
-        raise InputError(f"--out '{out}' already holds a toy model: pass --overwrite to replace it (it is swapped in atomically at the end).")
-    check_writable(out.parent if not out.exists() else out, "--out")
-    kw = {k: getattr(args, k) for k in ("minutes", "batch", "device", "snr_floor") if getattr(args, k) is not None}
-    if args.init is not None:
-        init = Path(args.init).expanduser()
-        if not (init/"unet"/"config.json").exists(): raise InputError(f"--init '{init}' is not a toy model folder (no unet/config.json): give the --out of an earlier toy-train.")
-        kw["init"] = init
-    return Path(train_toy(out, seed=args.seed, threads=args.threads, work_dir=args.work, **kw))
+    return toy_train_job(args.out, args.work, args.minutes, args.batch, args.init, args.snr_floor, args.seed, args.threads,
+                         args.overwrite, args.device)
 
 def cmd_toy_eval(args) -> Path:
-    from diffstyler.toy import toy_eval
-    n = check_int_range("--n", args.n, 1)
-    out = Path(args.out).expanduser()
-    if out.suffix.lower() != ".json": raise InputError(f"--out '{out}' must end in .json.")
-    check_outputs([out], args.overwrite, "--out")
-    model = get_pipeline(args.model, args.device) if args.model not in (None, "toy") else get_pipeline("toy", args.device)
-    res = toy_eval(model, n=n, seed=args.seed, steps=args.steps, style=not args.no_style)
-    res.pop("images", None); res.pop("style_images", None)
-    with atomic_write(out, args.overwrite, name="--out") as tmp: Path(tmp).write_text(json.dumps(res, indent=1) + "\n")
-    write_config(out, dict(command="toy-eval", model=args.model or "toy", n=n, seed=args.seed, steps=args.steps,
-                           output_path=_abs(out)), overwrite=args.overwrite)
-    return out
+    return toy_eval_job(args.out, args.model, args.n, args.seed, args.steps, style=not args.no_style, overwrite=args.overwrite,
+                        device=args.device)
 
 # %% ../nbs/10_cli.ipynb #d00d9ada
 def _common(p, model=True):

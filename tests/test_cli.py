@@ -113,7 +113,7 @@ BAD = {  # id: (argv builder, what the message must name)
     "train out holds weights": (lambda w: TL(w, w/"style.png", "--out", w/"lora"), lambda w: str(w/"lora")),
     "invert steps 0": (lambda w: I(w, w/"content.png", "--out", w/"x.safetensors", "--steps", "0"), "--steps"),
     "invert inversion steps negative": (lambda w: I(w, w/"content.png", "--out", w/"x.safetensors", "--inversion-steps", "-5"), "--inversion-steps"),
-    "inversion not a multiple": (lambda w: I(w, w/"content.png", "--out", w/"x.safetensors", "--steps", "5", "--inversion-steps", "7"), "--inversion-steps"),
+    "1000 sampling steps (timestep 1000 does not exist)": (lambda w: I(w, w/"content.png", "--out", w/"x.safetensors", "--steps", "1000"), "--steps=1000"),
     "invert out in missing folder": (lambda w: I(w, w/"content.png", "--out", w/"nowhere"/"x.safetensors"), "nowhere"),
     "invert out exists": (lambda w: I(w, w/"content.png", "--out", w/"taken.safetensors"), "taken.safetensors"),
     "invert out wrong suffix": (lambda w: I(w, w/"content.png", "--out", w/"x.png"), "x.png"),
