@@ -14,7 +14,7 @@ from PIL import Image
 import matplotlib
 from matplotlib.figure import Figure
 from .core import InjectionConfig, InputError, check_int_range, prepare_image, make_generator
-from .models import encode_image, encode_text, image_size, ddim_scheduler
+from .models import encode_image, encode_text, image_size, ddim_scheduler, size_multiple
 from .hooks import FeatureStore, InjectionController, hooked, decoder_layers
 from .lora import use_adapter
 
@@ -27,7 +27,7 @@ def noisy_latent(pipe, image, t: int = 540, seed: int = 0) -> torch.Tensor:
     "The content latent of `image` noised to timestep `t` with a seeded draw: z_t = sqrt(a_t) z_0 + sqrt(1 - a_t) eps."
     n = pipe.scheduler.config.num_train_timesteps
     t = check_int_range("t", t, 0, n - 1, f"timesteps run from 0 (clean) to {n - 1} (noise); the paper uses 540.")
-    x, _ = prepare_image(image, image_size(pipe), name="image")
+    x, _ = prepare_image(image, image_size(pipe), name="image", multiple=size_multiple(pipe))
     z0 = encode_image(pipe, x).float()
     eps = torch.randn(z0.shape, generator=make_generator(seed), dtype=torch.float32).to(z0.device)
     a = ddim_scheduler(pipe.scheduler.config).alphas_cumprod[t].to(z0.device, torch.float32)
@@ -175,7 +175,7 @@ def pca_across_loras(pipe, image, loras: Sequence = (), layers=range(12), t: int
 def _model_view(image, pipe) -> np.ndarray:
     "The image as the model sees it (resized to the model's size), as a uint8 array for plotting."
     from diffstyler.core import tensor_to_image
-    return np.asarray(tensor_to_image(prepare_image(image, image_size(pipe))[0]))
+    return np.asarray(tensor_to_image(prepare_image(image, image_size(pipe), multiple=size_multiple(pipe))[0]))
 
 # %% ../nbs/07_analysis.ipynb #990639fd
 @dataclass

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #3c648079
 from __future__ import annotations
-import os, random, tempfile, contextlib, dataclasses
+import os, json, math, random, tempfile, contextlib, dataclasses
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Optional, Sequence, Union, Tuple
@@ -13,10 +13,10 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # %% auto #0
-__all__ = ['MAX_IMAGE_PIXELS', 'PAPER_NEGATIVE', 'OFFICIAL_NEGATIVE', 'PRESETS', 'DiffStylerError', 'InputError',
+__all__ = ['MAX_IMAGE_PIXELS', 'PAPER_NEGATIVE', 'OFFICIAL_NEGATIVE', 'PRESET_TABLE', 'PRESETS', 'DiffStylerError', 'InputError',
            'ModelNotAvailableError', 'check_int_range', 'get_device', 'get_dtype', 'make_generator', 'seed_everything',
-           'load_image', 'image_to_tensor', 'tensor_to_image', 'prepare_image', 'postprocess_image',
-           'check_output_path', 'atomic_write', 'save_image', 'InjectionConfig']
+           'read_image_file', 'load_image', 'image_to_tensor', 'tensor_to_image', 'working_size', 'prepare_image',
+           'postprocess_image', 'check_output_path', 'atomic_write', 'save_image', 'dumps_json', 'InjectionConfig']
 
 # %% ../nbs/00_core.ipynb #c7af70e8
 class DiffStylerError(ValueError):
@@ -87,6 +87,28 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         img = Image.alpha_composite(bg, img.convert("RGBA"))
     return img.convert("RGB")
 
+def read_image_file(src, label: str) -> Image.Image:
+    """Open and decode an image file fully (no lazy loading), EXIF orientation not yet applied; InputError (one line) when it
+    is missing, a folder, empty, over MAX_IMAGE_PIXELS, truncated or damaged, or not an image Pillow can read."""
+    path = Path(src)
+    if not path.exists(): raise InputError(f"{label} does not exist: check the path.")
+    if path.is_dir(): raise InputError(f"{label} is a folder, not an image file: give the image's path.")
+    if path.stat().st_size == 0: raise InputError(f"{label} is an empty file: re-export or re-download it.")
+    try:
+        with Image.open(path) as im:
+            if im.width * im.height > MAX_IMAGE_PIXELS:
+                raise InputError(f"{label} is {im.width}x{im.height}, over the limit of {MAX_IMAGE_PIXELS:,} pixels: downscale it first.")
+            im.load(); return im.copy()
+    except InputError: raise
+    except UnidentifiedImageError:
+        raise InputError(f"{label} cannot be read as an image (not a format Pillow knows): give a PNG or JPEG file.") from None
+    except Exception as e:  # any decoder failure; ultralytics, once imported, patches Image.open and can raise ImportError
+        msg = str(e)
+        # Pillow: "image file is truncated", "Truncated File Read", "broken data stream", "unrecognized data stream contents"
+        if isinstance(e, (OSError, SyntaxError, ValueError)) and any(w in msg.lower() for w in ("truncat", "broken", "corrupt", "data stream", "crc")):
+            raise InputError(f"{label} is truncated or corrupt ({msg[:80]}): the file is incomplete or damaged; re-export or re-download it.") from None
+        raise InputError(f"{label} cannot be read as an image ({type(e).__name__}: {msg[:80]}): give a PNG or JPEG file.") from None
+
 def load_image(src, name: str = "image") -> Image.Image:
     "Load `src` (path, PIL image or HxW[xC] array) as an RGB PIL image, EXIF orientation applied."
     if isinstance(src, Image.Image): img, label = src, f"{name} (PIL image)"
@@ -95,19 +117,12 @@ def load_image(src, name: str = "image") -> Image.Image:
         if a.dtype != np.uint8:
             a = np.clip(a * 255 if a.max() <= 1.0 else a, 0, 255).astype(np.uint8)
         img, label = Image.fromarray(a), f"{name} (array)"
+    elif isinstance(src, (str, os.PathLike)):
+        label = f"{name} '{Path(src)}'"
+        img = read_image_file(src, label)
     else:
-        path = Path(src); label = f"{name} '{path}'"
-        if not path.exists(): raise InputError(f"{label} does not exist: check the path.")
-        if path.is_dir(): raise InputError(f"{label} is a folder, not an image file: give the image's path.")
-        if path.stat().st_size == 0: raise InputError(f"{label} is an empty file: re-export or re-download it.")
-        try:
-            with Image.open(path) as im:
-                if im.width * im.height > MAX_IMAGE_PIXELS:
-                    raise InputError(f"{label} is {im.width}x{im.height}, over the limit of {MAX_IMAGE_PIXELS:,} pixels: downscale it first.")
-                im.load(); img = im.copy()
-        except InputError: raise
-        except Exception as e:  # any decoder failure; ultralytics, once imported, patches Image.open and can raise ImportError
-            raise InputError(f"{label} cannot be read as an image ({type(e).__name__}: {str(e)[:80]}): give a PNG or JPEG file.") from None
+        hint = " (a function returned several values: pass the image among them)" if isinstance(src, (tuple, list)) else ""
+        raise InputError(f"{name} is a {type(src).__name__}{hint}: give a file path, a PIL image or an HxW[xC] array.")
     if img.width == 0 or img.height == 0: raise InputError(f"{label} has zero size ({img.width}x{img.height}): give a real image.")
     if img.width * img.height > MAX_IMAGE_PIXELS:
         raise InputError(f"{label} is {img.width}x{img.height}, over the limit of {MAX_IMAGE_PIXELS:,} pixels: downscale it first.")
@@ -127,11 +142,25 @@ def tensor_to_image(x: torch.Tensor) -> Image.Image:
     a = ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
     return Image.fromarray(a, "RGB")
 
-def prepare_image(src, size: Union[int, Tuple[int, int]] = 512, name: str = "image") -> Tuple[torch.Tensor, Tuple[int, int]]:
-    "Load `src`, resize to `size` (multiple of 8), return (tensor [1,3,H,W] in [-1,1], original (width, height))."
+def working_size(width: int, height: int, size: int = 512, multiple: int = 8) -> Tuple[int, int]:
+    """The (width, height) a model of resolution `size` works at for a width x height picture: the shorter side `size`, the
+    aspect ratio kept (as the authors' `transforms.Resize(512)` does), both sides rounded to the nearest multiple of `multiple`
+    (8 for the VAE; 64 for SD's UNet, whose 3 downsamplings need latents in multiples of 8: `models.size_multiple`)."""
+    size, multiple = check_int_range("size", size, 1), check_int_range("multiple", multiple, 1)
+    if size % multiple: raise InputError(f"size={size} must be a multiple of {multiple} (the VAE downsamples by 8; the UNet may need more).")
+    s = size / min(width, height)
+    r = lambda v: max(multiple, int(round(v * s / multiple)) * multiple)
+    return r(width), r(height)
+
+def prepare_image(src, size: Union[int, Tuple[int, int]] = 512, name: str = "image", multiple: int = 8) -> Tuple[torch.Tensor, Tuple[int, int]]:
+    """Load `src` and resize it for the model: `size` an int keeps the aspect ratio (`working_size`: shorter side `size`, both
+    sides multiples of `multiple`); `size=(width, height)` resizes to exactly that. Returns (tensor [1,3,H,W] in [-1,1],
+    original (width, height))."""
     img = load_image(src, name)
-    w, h = (size, size) if isinstance(size, int) else size
-    if w % 8 or h % 8: raise InputError(f"size={size} must be a multiple of 8 (the VAE downsamples by 8).")
+    if isinstance(size, (tuple, list)):
+        w, h = (int(v) for v in size)
+        if w % multiple or h % multiple: raise InputError(f"size={tuple(size)} must be multiples of {multiple} (the VAE downsamples by 8; the UNet may need more).")
+    else: w, h = working_size(img.width, img.height, size, multiple)
     orig = img.size
     if img.size != (w, h): img = img.resize((w, h), Image.Resampling.LANCZOS)
     return image_to_tensor(img), orig
@@ -155,14 +184,25 @@ def check_output_path(path, overwrite: bool = False, name: str = "output") -> Pa
     if path.exists() and not overwrite: raise InputError(f"{name} '{path}' already exists: choose another name or pass overwrite (--overwrite).")
     return path
 
+def _umask() -> int:
+    "The process umask. Linux shows it in /proc; elsewhere set-and-restore (not thread-safe, hence the first way)."
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"): return int(line.split()[1], 8)
+    except OSError: pass
+    mask = os.umask(0o022); os.umask(mask)
+    return mask
+
 @contextlib.contextmanager
 def atomic_write(path, overwrite: bool = False, name: str = "output"):
-    "Yield a temporary path next to `path`; rename it to `path` only if the block finishes without error."
+    """Yield a temporary path next to `path`; rename it to `path` only if the block finishes without error.
+    The file gets the usual permissions (0o666 less the umask, as `open` gives), not mkstemp's private 0o600."""
     path = check_output_path(path, overwrite, name)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
+        if os.path.isfile(tmp): os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp): os.unlink(tmp)
@@ -175,13 +215,28 @@ def save_image(img: Image.Image, path, overwrite: bool = False) -> Path:
     with atomic_write(path, overwrite) as tmp: img.save(tmp, format=fmt)
     return path
 
+# %% ../nbs/00_core.ipynb #f15c0001
+def _finite_or_none(obj):
+    if isinstance(obj, float) and not math.isfinite(obj): return None
+    if isinstance(obj, (np.floating, torch.Tensor)) and getattr(obj, "ndim", 0) == 0:
+        v = float(obj); return v if math.isfinite(v) else None
+    if isinstance(obj, dict): return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)): return [_finite_or_none(v) for v in obj]
+    return obj
+
+def dumps_json(obj, **kw) -> str:
+    """`json.dumps` for every file we write (sidecars, LoRA info, metrics): NaN and infinities become `null`, because Python's
+    `NaN`/`Infinity` tokens are not JSON and break every other reader; anything else unknown is written with `str`."""
+    kw.setdefault("default", str)
+    return json.dumps(_finite_or_none(obj), allow_nan=False, **kw)
+
 # %% ../nbs/00_core.ipynb #08febcfb
 PAPER_NEGATIVE = ""
 OFFICIAL_NEGATIVE = "ugly, blurry, black, low res, unrealistic"
 
 @dataclass
 class InjectionConfig:
-    "Which decoder layers and how many initial sampling steps receive the source's features and attention."
+    "Which decoder layers and how many initial sampling steps receive the source's features and attention, and how."
     feature_layers: Tuple[int, ...] = tuple(range(4, 12))   # decoder layers whose ResNet feature is injected
     feature_steps: int = 30                                  # inject features in sampling steps [0, feature_steps)
     attention_layers: Tuple[int, ...] = tuple(range(3, 12))  # decoder layers whose attention is injected
@@ -195,22 +250,31 @@ class InjectionConfig:
     guidance_scale: float = 7.5
     negative_prompt: str = PAPER_NEGATIVE
     name: str = "custom"
+    qk_blend_t: int = 0          # injected Q, K = r*source + (1-r)*own, r = min(1, t/qk_blend_t) at timestep t; 0: r = 1 (replace)
+    literal_steps: bool = False  # the step counts are literal (the authors' timesteps[:k]): not scaled, capped at num_steps
+    mask_mode: str = "soft"      # "soft": area-resized masks, normalised where they overlap; "binary": the authors' masks
+    pinned_lora: bool = False    # the authors' pinned diffusers 0.17.1: LoRA off in the attention modules their code patches
 
     def __post_init__(self):
         self.feature_layers = self._layers("feature_layers", self.feature_layers)
         self.attention_layers = self._layers("attention_layers", self.attention_layers)
         self.num_steps = check_int_range("num_steps", self.num_steps, 1, fix="use a positive number of sampling steps.")
+        self.literal_steps = bool(self.literal_steps)
         fix = f"thresholds count sampling steps: use 0..{self.num_steps}."
         for f in ("feature_steps", "attention_steps", "base_steps"):
-            setattr(self, f, check_int_range(f, getattr(self, f), 0, self.num_steps, fix))
+            v = check_int_range(f, getattr(self, f), 0, None if self.literal_steps else self.num_steps, fix)
+            setattr(self, f, min(v, self.num_steps))   # literal: the authors' timesteps[:30] of 20 steps is all 20
         if self.source not in ("base", "lora"): raise InputError(f"source={self.source!r} must be 'base' or 'lora'.")
         if self.fusion not in ("latent", "noise"): raise InputError(f"fusion={self.fusion!r} must be 'latent' or 'noise'.")
         if self.source == "lora" and self.fusion == "latent":
             raise InputError("source='lora' needs fusion='noise' (the authors' scheme): set both, or use source='base'.")
+        if self.mask_mode not in ("soft", "binary"): raise InputError(f"mask_mode={self.mask_mode!r} must be 'soft' or 'binary'.")
+        self.qk_blend_t = check_int_range("qk_blend_t", self.qk_blend_t, 0, fix="0 replaces Q and K; the authors' latest code blends with 500.")
         try: self.guidance_scale = float(self.guidance_scale)
         except (TypeError, ValueError): raise InputError(f"guidance_scale={self.guidance_scale!r} must be a number.") from None
         if not (0 <= self.guidance_scale <= 50): raise InputError(f"guidance_scale={self.guidance_scale} is outside 0..50.")
         self.self_attention, self.cross_attention = bool(self.self_attention), bool(self.cross_attention)
+        self.pinned_lora = bool(self.pinned_lora)
 
     @staticmethod
     def _layers(name, layers):
@@ -220,28 +284,33 @@ class InjectionConfig:
         return layers
 
     @classmethod
+    def preset(cls, name: str, num_steps: int = 50, **kw) -> "InjectionConfig":
+        "A preset of `PRESET_TABLE` by name, for `num_steps` sampling steps (scaled, or capped where literal); `kw` overrides fields afterwards."
+        if name not in PRESET_TABLE: raise InputError(f"preset {name!r} is not known: use one of {list(PRESET_TABLE)}.")
+        fields, _source = PRESET_TABLE[name]
+        c = cls(name=name, **fields)
+        return (c.replace(num_steps=num_steps) if c.literal_steps else c.scaled(num_steps)).replace(**kw)
+
+    @classmethod
     def paper(cls, num_steps: int = 50, **kw) -> "InjectionConfig":
-        "The paper's settings (features in layers 4-11 for 30/50 steps, SA+CA in all decoder layers for 25/50), for `num_steps`; `kw` overrides fields after scaling."
-        return cls(name="paper").scaled(num_steps).replace(**kw)
+        "The paper's settings (`PRESET_TABLE['paper']`), thresholds scaled to `num_steps`; `kw` overrides fields after scaling."
+        return cls.preset("paper", num_steps, **kw)
 
     @classmethod
     def official(cls, num_steps: int = 50, **kw) -> "InjectionConfig":
-        "The authors' public code: layer-4 features 30/50, Q/K of SA and CA in layers 4-11 for 25/50, in-batch source, noise fusion."
-        c = cls(feature_layers=(4,), feature_steps=30, attention_layers=tuple(range(4, 12)), attention_steps=25,
-                self_attention=True, cross_attention=True, source="lora", fusion="noise", base_steps=50,
-                guidance_scale=10.5, negative_prompt=OFFICIAL_NEGATIVE, name="official")
-        return c.scaled(num_steps).replace(**kw)
+        "The authors' latest code (`PRESET_TABLE['official']`, commit 6f1165d); literal step counts, capped at `num_steps`."
+        return cls.preset("official", num_steps, **kw)
 
     @classmethod
-    def preset(cls, name: str, num_steps: int = 50, **kw) -> "InjectionConfig":
-        "A preset by name: 'paper' or 'official'."
-        if name not in PRESETS: raise InputError(f"preset {name!r} is not known: use one of {sorted(PRESETS)}.")
-        return getattr(cls, name)(num_steps, **kw)
+    def official_2024(cls, num_steps: int = 50, **kw) -> "InjectionConfig":
+        "The authors' April 2024 code (`PRESET_TABLE['official_2024']`, commit 364f8f0); literal step counts, capped at `num_steps`."
+        return cls.preset("official_2024", num_steps, **kw)
 
     def scaled(self, num_steps: int) -> "InjectionConfig":
-        "The same schedule expressed for `num_steps` sampling steps (thresholds scaled and rounded)."
+        "The same schedule for `num_steps` sampling steps: thresholds scaled and rounded, or (literal) kept and capped."
         num_steps = check_int_range("num_steps", num_steps, 1)
         if num_steps == self.num_steps: return self.replace()
+        if self.literal_steps: return self.replace(num_steps=num_steps)
         s = lambda v: int(round(v * num_steps / self.num_steps))
         return self.replace(feature_steps=s(self.feature_steps), attention_steps=s(self.attention_steps),
                             base_steps=s(self.base_steps), num_steps=num_steps)
@@ -250,13 +319,32 @@ class InjectionConfig:
         "A copy with some fields changed (validated again)."
         return dataclasses.replace(self, **kw)
 
-    # The controller asks these three questions; nothing else in the package decides a schedule.
+    # The controller asks these questions; nothing else in the package decides a schedule.
     def injects_feature(self, layer: int, step: int) -> bool:
         return step < self.feature_steps and layer in self.feature_layers
     def injects_attention(self, kind: str, layer: int, step: int) -> bool:
         on = self.self_attention if kind == "self" else self.cross_attention
         return on and step < self.attention_steps and layer in self.attention_layers
+    def qk_weight(self, kind: str, layer: int, step: int, timestep) -> float:
+        "Weight r of the source's Q, K in (step, timestep): 0 = not injected, 1 = replaced, between = blended."
+        if not self.injects_attention(kind, layer, step): return 0.0
+        if not self.qk_blend_t: return 1.0
+        if timestep is None: raise InputError("qk_blend_t needs the current timestep: set controller.timestep in the sampling loop.")
+        return min(1.0, float(timestep) / self.qk_blend_t)
+    def lora_off(self, kind: str, layer: int) -> bool:
+        "With `pinned_lora`: is the LoRA bypassed in this attention module (every step, as the patched forward of diffusers 0.17.1 did)?"
+        on = self.self_attention if kind == "self" else self.cross_attention
+        return self.pinned_lora and on and layer in self.attention_layers
 
     def to_dict(self) -> dict: return asdict(self)
 
-PRESETS = ("paper", "official")
+_AUTHORS = dict(feature_layers=(4,), feature_steps=30, attention_layers=tuple(range(4, 12)), attention_steps=25, source="lora",
+                fusion="noise", base_steps=50, guidance_scale=10.5, negative_prompt=OFFICIAL_NEGATIVE, literal_steps=True,
+                mask_mode="binary")
+# name: (fields over the defaults, source). One line each; DESIGN.md section 2 has the long form.
+PRESET_TABLE = {
+    "paper": (dict(), "paper Sec. 4.1 (arXiv 2403.18461): features 4-11 for 30/50 steps, SA+CA Q/K 3-11 for 25/50, base-UNet source, latent fusion eq. 6"),
+    "official": (dict(_AUTHORS, cross_attention=False, qk_blend_t=500), "lishaoxu1994/DiffStyler 6f1165d (2025-12-16) pnp_utils_combine.py + diffstyler.py: attn1 Q/K blended r=min(1, 2t/1000)"),
+    "official_2024": (dict(_AUTHORS, cross_attention=True), "lishaoxu1994/DiffStyler 364f8f0 (2024-04-12) pnp_utils_combine.py + diffstyler.py: attn1+attn2 Q/K replaced"),
+}
+PRESETS = tuple(PRESET_TABLE)

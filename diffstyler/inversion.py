@@ -11,12 +11,12 @@ from typing import Optional, Tuple, Union
 import torch
 from tqdm.auto import tqdm
 from .core import InjectionConfig, InputError, check_int_range, prepare_image, postprocess_image, atomic_write
-from .models import encode_text, encode_image, decode_latents, image_size, ddim_scheduler
+from .models import encode_text, encode_image, decode_latents, image_size, ddim_scheduler, size_multiple
 from .hooks import FeatureStore, InjectionController, hooked, decoder_layers, attention_layer_indices
 
 # %% auto #0
-__all__ = ['model_eps', 'ddim_move', 'sampling_timesteps', 'inversion_timesteps', 'ddim_invert', 'SourceTrajectory', 'record_all',
-           'source_pass', 'invert', 'sd21_cache_bytes']
+__all__ = ['model_eps', 'ddim_move', 'check_finite', 'sampling_timesteps', 'inversion_timesteps', 'ddim_invert',
+           'SourceTrajectory', 'record_all', 'source_pass', 'invert', 'sd21_cache_bytes']
 
 # %% ../nbs/03_inversion.ipynb #304b732b
 def model_eps(scheduler, output: torch.Tensor, sample: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
@@ -32,21 +32,35 @@ def ddim_move(z: torch.Tensor, eps: torch.Tensor, a_from: torch.Tensor, a_to: to
     x0 = (z - (1 - a_from).sqrt() * eps) / a_from.sqrt()
     return a_to.sqrt() * x0 + (1 - a_to).sqrt() * eps
 
+# %% ../nbs/03_inversion.ipynb #f15e0001
+def check_finite(z: torch.Tensor, where: str):
+    """Raise a one-line InputError when latents `z` hold NaN or infinity: decoding them gives a black or noise picture with no
+    error (the usual causes: a LoRA from a diverged training, fp16 overflow in the UNet or the VAE)."""
+    if not bool(torch.isfinite(z).all()):
+        raise InputError(f"{where} produced NaN or infinite latents: the picture would be black. Check the LoRA (load_lora refuses "
+                         f"non-finite files; a diverged training is stopped), or run in float32 (dtype='float32') if the model overflows in float16.")
+
 # %% ../nbs/03_inversion.ipynb #3619da3a
 def sampling_timesteps(scheduler, num_steps: int) -> torch.Tensor:
-    "The DDIM sampling timesteps for `num_steps` steps (descending)."
+    "The DDIM sampling timesteps for `num_steps` steps (descending); an `InputError` if the grid leaves the model's timesteps."
+    n_train = scheduler.config.num_train_timesteps
+    num_steps = check_int_range("num_steps", num_steps, 1, n_train, "use e.g. 50.")
     s = ddim_scheduler(scheduler.config); s.set_timesteps(num_steps)
+    top = int(s.timesteps.max())
+    if top >= n_train:  # SD's steps_offset=1 with 1000 steps asks for timestep 1000 (diffusers #10003): refuse before any compute
+        raise InputError(f"num_steps={num_steps} puts timestep {top} on this scheduler's grid (steps_offset="
+                         f"{scheduler.config.get('steps_offset', 0)}), past its last timestep {n_train - 1}: use at most {n_train - 1} steps.")
     return s.timesteps.clone()
 
 def inversion_timesteps(scheduler, num_inversion_steps: int, num_steps: int) -> torch.Tensor:
-    "Ascending timesteps visited by the inversion, ending at the first sampling timestep."
-    num_steps = check_int_range("num_steps", num_steps, 1, scheduler.config.num_train_timesteps, "use e.g. 50.")
+    "Ascending timesteps visited by the inversion: its own grid of `num_inversion_steps` plus every sampling timestep, up to the first."
+    samp = sampling_timesteps(scheduler, num_steps)
     num_inversion_steps = check_int_range("num_inversion_steps", num_inversion_steps, 1, scheduler.config.num_train_timesteps,
                                           "the paper uses 1000.")
-    ts, samp = sampling_timesteps(scheduler, num_inversion_steps).flip(0), sampling_timesteps(scheduler, num_steps)
-    if not set(samp.tolist()) <= set(ts.tolist()):  # e.g. 30 and 6: 30 | 6 but the grids (step 33 vs 166) do not nest
-        raise InputError(f"num_inversion_steps={num_inversion_steps} does not put every sampling timestep of num_steps={num_steps} "
-                         f"on the inversion grid: use a number whose timestep spacing divides the sampling one, e.g. 1000 and 50.")
+    s = ddim_scheduler(scheduler.config); s.set_timesteps(num_inversion_steps)
+    # the two grids need not nest (30 and 6 steps: 1, 34, 67, ... vs 1, 167, 333, ...): the sampling timesteps are added,
+    # so any pair of counts works; a grid timestep past the first sampling one (e.g. 1000 with 1000 steps) is never visited
+    ts = torch.unique(torch.cat([s.timesteps, samp]))   # sorted ascending
     return ts[ts <= samp[0]]
 
 # %% ../nbs/03_inversion.ipynb #3e1009c1
@@ -63,6 +77,7 @@ def ddim_invert(unet, scheduler, z0: torch.Tensor, cond: torch.Tensor, num_inver
         out = unet(z.to(unet.dtype), t, encoder_hidden_states=cond).sample.float()
         eps = model_eps(scheduler, out, z, a_prev)
         z = ddim_move(z, eps, a_prev, ac[t]); a_prev = ac[t]
+        check_finite(z, f"DDIM inversion at timestep {t}")
         if t in keep: saved[t] = z
     return torch.cat([saved[t] for t in sorted(saved, reverse=True)])
 
@@ -129,6 +144,9 @@ class SourceTrajectory:
                 t = {k: f.get_tensor(k) for k in f.keys()}
         except Exception as e:
             raise InputError(f"source trajectory '{path}' cannot be read ({str(e)[:80]}): create it with `diffstyler invert`.") from None
+        for k in ("inverted", "latents"):
+            if not bool(torch.isfinite(t[k]).all()):
+                raise InputError(f"source trajectory '{path}' holds NaN or infinite {k}: it would render black; invert the content again.")
         store = FeatureStore()
         for k, x in t.items():
             if k.startswith("store/"):
@@ -157,6 +175,7 @@ def source_pass(unet, scheduler, z_T: torch.Tensor, cond: torch.Tensor, num_step
             ctl.step = i
             out = unet(z.to(unet.dtype), t, encoder_hidden_states=cond).sample
             z = sched.step(out.float(), t, z.float()).prev_sample
+            check_finite(z, f"the source pass at step {i + 1} of {num_steps}")
             traj.append(z)
     return torch.cat(traj)
 
@@ -164,7 +183,7 @@ def source_pass(unet, scheduler, z_T: torch.Tensor, cond: torch.Tensor, num_step
 def invert(pipe, image, num_inversion_steps: int = 1000, num_steps: int = 50, record: Union[str, InjectionConfig, None] = "all",
            cache_dtype: Optional[torch.dtype] = None, offload: bool = False, progress: bool = True) -> SourceTrajectory:
     "DDIM-invert `image` and record the source pass: a `SourceTrajectory`."
-    x, orig = prepare_image(image, image_size(pipe), name="content image")
+    x, orig = prepare_image(image, image_size(pipe), name="content image", multiple=size_multiple(pipe))   # aspect ratio kept
     unet, sched = pipe.unet, pipe.scheduler
     if record == "all": record = record_all(unet, num_steps)
     elif isinstance(record, InjectionConfig): record = record.scaled(num_steps)
@@ -175,6 +194,7 @@ def invert(pipe, image, num_inversion_steps: int = 1000, num_steps: int = 50, re
     t0 = time.perf_counter()
     with use_adapter(unet, None):
         z0 = encode_image(pipe, x).float()
+        check_finite(z0, "the VAE encoding of the content image")
         cond = encode_text(pipe, "")
         t1 = time.perf_counter()
         inverted = ddim_invert(unet, sched, z0, cond, num_inversion_steps, num_steps, progress)

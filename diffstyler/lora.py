@@ -4,7 +4,8 @@
 
 # %% ../nbs/04_lora.ipynb #2507a6c1
 from __future__ import annotations
-import contextlib, hashlib, json, os, re, shutil, signal, tempfile, threading, warnings
+import contextlib, hashlib, json, math, os, re, shutil, signal, tempfile, threading, warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence, Tuple, List
@@ -14,13 +15,13 @@ from tqdm.auto import tqdm
 from safetensors import safe_open
 from safetensors.torch import save_file, load_file
 from diffusers import DDPMScheduler, StableDiffusionPipeline
-from .core import InputError, ModelNotAvailableError, check_int_range, prepare_image, atomic_write
-from .models import encode_image, encode_text, image_size
+from .core import InputError, ModelNotAvailableError, check_int_range, prepare_image, atomic_write, dumps_json
+from .models import encode_image, encode_text, image_size, size_multiple
 
 # %% auto #0
 __all__ = ['WEIGHT_NAME', 'INFO_NAME', 'STATE_NAME', 'METADATA_KEY', 'INFO_KEY', 'PICKLE_SUFFIXES', 'lora_parameter_count',
            'StyleLoRA', 'adapter_names', 'use_adapter', 'delete_lora', 'lora_state_dict', 'save_lora', 'train_lora',
-           'style_loss', 'resolve_lora_path', 'check_lora_compatible', 'load_lora']
+           'style_loss', 'resolve_lora_path', 'LoraModule', 'parse_lora', 'check_lora_compatible', 'load_lora']
 
 # %% ../nbs/04_lora.ipynb #da437388
 def _train_scheduler(pipe):
@@ -97,24 +98,48 @@ def _check_loaded(unet, name: str):
         raise InputError(f"no LoRA adapter named {name!r} in this UNet (loaded: {names or 'none'}): "
                          f"train or load it first, or pick one of the loaded names.")
 
+def _swap_merged(records, merged: bool):
+    "Put the merged (True) or the original (False) base weights into place; each record is (parameter, original, merged)."
+    for p, orig, mer in records: p.data = mer if merged else orig
+
 @contextlib.contextmanager
-def use_adapter(unet, name: Optional[str]):
-    "Within the block, only adapter `name` is active in `unet` (None: all adapters off, the base UNet); restores the previous state on exit."
+def use_adapter(unet, name: Optional[str], merged: Optional[bool] = None):
+    """Within the block, only adapter `name` is active in `unet` (None: all adapters off, the base UNet); restores the previous state on exit.
+
+    merged (default: when autograd is off, i.e. inference): the adapter's update `scaling * B @ A` (peft's `get_delta_weight`) is
+    added into a copy of each base weight for the block, the way `fuse_lora` or a hand-merged checkpoint computes, and the
+    original tensors are put back on exit (exactly: nothing is subtracted). This is what the adapter's author's merged UNet
+    computes bit for bit, and it is faster than the two extra matmuls per layer; training (autograd on) keeps the LoRA path."""
     unet = _unet(unet)
     if name is not None: _check_loaded(unet, name)
     layers = _tuner_layers(unet)
     if any(getattr(m, "merged", False) for m in layers):
         raise InputError("LoRA weights are fused into this UNet (pipe.fuse_lora): call pipe.unfuse_lora() before switching adapters.")
+    if merged is None: merged = name is not None and not torch.is_grad_enabled()
+    outer = getattr(unet, "_ds_merged", None)   # an enclosing merged block: take its weights out while this one runs
+    if outer: _swap_merged(outer, False)
     # peft's own switches (set_adapter / enable_adapters) also flip requires_grad on adapter weights; selection for a
     # forward pass must not, so we set the two fields the LoRA layers read in forward() and put them back afterwards.
     saved = [(m, m._active_adapter, m._disable_adapters) for m in layers]
+    records = []
     try:
-        for m in layers:
-            if name is None: m._disable_adapters = True
-            else: m._active_adapter, m._disable_adapters = [name], False
+        with torch.no_grad():
+            for m in layers:
+                if name is None: m._disable_adapters = True
+                elif merged:
+                    m._disable_adapters = True        # the LoRA branch is off: the merged weight carries the update
+                    if name in getattr(m, "lora_A", {}):
+                        w = m.get_base_layer().weight
+                        records.append((w, w.data, w.data + m.get_delta_weight(name).to(w.dtype)))
+                else: m._active_adapter, m._disable_adapters = [name], False
+        _swap_merged(records, True)
+        unet._ds_merged = records
         yield unet
     finally:
+        _swap_merged(records, False)
         for m, active, disabled in saved: m._active_adapter, m._disable_adapters = active, disabled
+        unet._ds_merged = outer
+        if outer: _swap_merged(outer, True)
 
 def _select_only(unet, name: str):
     "Leave adapter `name` as the only active one (what diffusers does after loading)."
@@ -168,8 +193,8 @@ def lora_state_dict(unet, name: str) -> Tuple[dict, dict]:
 
 def _header(meta: dict, info: Optional[dict]) -> dict:
     "The safetensors header diffusers writes (format + JSON adapter metadata), plus our info."
-    h = {"format": "pt", METADATA_KEY: json.dumps(meta, indent=2, sort_keys=True, default=str)}
-    if info is not None: h[INFO_KEY] = json.dumps(info, default=str)
+    h = {"format": "pt", METADATA_KEY: dumps_json(meta, indent=2, sort_keys=True)}
+    if info is not None: h[INFO_KEY] = dumps_json(info)
     return h
 
 def _write_lora(folder: Path, unet, name: str, info: Optional[dict], overwrite: bool) -> Path:
@@ -178,7 +203,7 @@ def _write_lora(folder: Path, unet, name: str, info: Optional[dict], overwrite: 
     path = folder/WEIGHT_NAME
     with atomic_write(path, overwrite, name="LoRA weights") as tmp: save_file(tensors, str(tmp), metadata=_header(meta, info))
     if info is not None:
-        with atomic_write(folder/INFO_NAME, True, name="LoRA info") as tmp: Path(tmp).write_text(json.dumps(info, indent=1, default=str))
+        with atomic_write(folder/INFO_NAME, True, name="LoRA info") as tmp: Path(tmp).write_text(dumps_json(info, indent=1))
     return path
 
 def save_lora(pipe, name: str, folder, overwrite: bool = False, info: Optional[dict] = None) -> Path:
@@ -238,7 +263,7 @@ def _save_checkpoint(folder: Path, step: int, unet, name, info, params, opt, gen
     try:
         tensors, meta = lora_state_dict(unet, name)
         save_file(tensors, str(tmp/WEIGHT_NAME), metadata=_header(meta, info))
-        (tmp/INFO_NAME).write_text(json.dumps(info, indent=1, default=str))
+        (tmp/INFO_NAME).write_text(dumps_json(info, indent=1))
         st, state = {}, opt.state_dict()["state"]
         for i, p in enumerate(params):
             st[f"param.{i}"] = p.detach().float().cpu().contiguous()
@@ -275,12 +300,23 @@ def _load_checkpoint(path: Path, params, opt, gen, config) -> Tuple[int, List[fl
     gen.set_state(st["rng"])
     return int(meta["step"]), json.loads(meta["loss_history"])
 
+# %% ../nbs/04_lora.ipynb #f15a0001
+def _diverged(step: int, steps: int, lr: float, what: str, folder: Optional[Path]) -> InputError:
+    "The one-line error for a training run that stopped at its first non-finite step."
+    ck = _checkpoints(folder) if folder is not None else []
+    kept = f"; the last good checkpoint '{ck[-1][1]}' (step {ck[-1][0]}) is kept" if ck else "; no weights were written"
+    return InputError(f"LoRA training diverged at step {step} of {steps}: {what} (lr={lr:g}): train again with a lower lr, "
+                      f"e.g. {lr / 10:g} (the paper uses 2e-4){kept}.")
+
 # %% ../nbs/04_lora.ipynb #ce5c686d
 def train_lora(pipe, style_image, prompt: str, rank: int = 16, alpha: float = 16, steps: int = 200, lr: float = 2e-4,
                target_modules: Sequence[str] = ("to_q", "to_k", "to_v"), seed: int = 0, save_to=None,
                name: Optional[str] = None, batch_size: int = 1, checkpoint_every: Optional[int] = None,
                resume: bool = False, progress: bool = True, overwrite: bool = False) -> StyleLoRA:
-    "Train a style LoRA on one image with the epsilon objective of eq. 3 (paper defaults); the adapter stays in `pipe.unet` as `name`."
+    """Train a style LoRA on one image with the epsilon objective of eq. 3 (paper defaults); the adapter stays in `pipe.unet` as `name`.
+
+    Stops with a one-line InputError at the first step whose loss (or updated weights) is NaN or infinite, naming the step and
+    the learning rate: the adapter is removed, no weights file is written, and the last complete checkpoint (all finite) is kept."""
     unet = pipe.unet
     # -- validate everything before any compute --
     if not isinstance(prompt, str): raise InputError(f"prompt={prompt!r} must be a string, e.g. 'a painting in <sss> style'.")
@@ -305,7 +341,7 @@ def train_lora(pipe, style_image, prompt: str, rank: int = 16, alpha: float = 16
         raise InputError("checkpoint_every and resume need save_to: give the folder the checkpoints go to.")
     name = _new_name(unet, name, folder.name if folder is not None else "style")
 
-    x, _ = prepare_image(style_image, image_size(pipe), name="style_image")
+    x, _ = prepare_image(style_image, image_size(pipe), name="style_image", multiple=size_multiple(pipe))   # aspect kept, as the authors' Resize(512)
     device, dtype = unet.device, unet.dtype
     z0 = encode_image(pipe, x).to(device, dtype).expand(batch_size, -1, -1, -1)
     cond = encode_text(pipe, prompt).to(device, dtype).expand(batch_size, -1, -1)
@@ -353,10 +389,14 @@ def train_lora(pipe, style_image, prompt: str, rank: int = 16, alpha: float = 16
                     zt, target = _noisy_batch(sched, z0, noise, t, pred_type)
                     with amp: pred = unet(zt, t, encoder_hidden_states=cond).sample
                     loss = F.mse_loss(pred.float(), target.float())             # eq. 3
+                    value = loss.item()
+                    if not math.isfinite(value): raise _diverged(step + 1, steps, lr, f"the loss is {value}", folder)
                     opt.zero_grad(set_to_none=True)
                     if scaler is None: loss.backward(); opt.step()
                     else: scaler.scale(loss).backward(); scaler.step(opt); scaler.update()
-                    history.append(loss.item())
+                    if not bool(torch.stack([p.detach().isfinite().all() for p in params]).all()):   # before any checkpoint holds them
+                        raise _diverged(step + 1, steps, lr, "the LoRA weights became NaN or infinite", folder)
+                    history.append(value)
                     bar.set_postfix(loss=f"{history[-1]:.4f}", refresh=False)
                     if checkpoint_every and (step + 1) % checkpoint_every == 0:
                         _save_checkpoint(folder, step + 1, unet, name, info(), params, opt, gen, config)
@@ -382,7 +422,7 @@ def train_lora(pipe, style_image, prompt: str, rank: int = 16, alpha: float = 16
 def style_loss(pipe, style_image, prompt: str, name: Optional[str] = None, n: int = 16, seed: int = 1234, chunk: int = 4) -> float:
     "Eq. 3 averaged over `n` fixed (noise, timestep) draws with adapter `name` (None: the base UNet): a noise-free yardstick."
     unet = pipe.unet
-    x, _ = prepare_image(style_image, image_size(pipe), name="style_image")
+    x, _ = prepare_image(style_image, image_size(pipe), name="style_image", multiple=size_multiple(pipe))
     z0 = encode_image(pipe, x).to(unet.device, unet.dtype)
     cond = encode_text(pipe, prompt).to(unet.device, unet.dtype)
     sched, pred_type = _train_scheduler(pipe)
@@ -419,7 +459,7 @@ def _hub_lora_file(repo_id: str) -> Path:
         raise ModelNotAvailableError(f"LoRA '{repo_id}' could not be downloaded ({type(e).__name__}: {str(e)[:100]}): check the repo id.") from None
 
 def resolve_lora_path(src) -> Path:
-    "The .safetensors file behind `src`: a folder (with pytorch_lora_weights.safetensors), a file, or a hub id."
+    "The weights file behind `src`: a folder (with pytorch_lora_weights.safetensors, or one .safetensors / one pickle of tensors), a file, or a hub id."
     p = Path(str(src)).expanduser()
     if p.is_dir():
         if (p/WEIGHT_NAME).is_file(): return p/WEIGHT_NAME
@@ -428,12 +468,13 @@ def resolve_lora_path(src) -> Path:
         if found: raise InputError(f"LoRA folder '{p}' holds several .safetensors files ({', '.join(f.name for f in found[:3])}) and no {WEIGHT_NAME}: pass the file's path.")
         ck = _checkpoints(p)
         if ck: raise InputError(f"LoRA folder '{p}' holds only training checkpoints (an unfinished run): load '{ck[-1][1]}' or finish the run with train_lora(..., resume=True).")
-        pickles = [f.name for f in p.iterdir() if f.suffix in PICKLE_SUFFIXES]
-        if pickles: raise InputError(f"LoRA folder '{p}' holds only pickle weights ({pickles[0]}): safetensors only (pickles can run code); convert it to .safetensors.")
+        pickles = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in PICKLE_SUFFIXES)
+        if len(pickles) == 1: return pickles[0]   # e.g. the authors' lora_models/lora_<name>.ckpt or diffusers' .bin
+        if pickles: raise InputError(f"LoRA folder '{p}' holds several pickle files ({', '.join(f.name for f in pickles[:3])}) and no {WEIGHT_NAME}: pass the file's path.")
         raise InputError(f"LoRA folder '{p}' has no {WEIGHT_NAME}: give a folder written by train_lora / save_lora_weights, or a .safetensors file.")
     if p.is_file():
-        if p.suffix.lower() in PICKLE_SUFFIXES: raise InputError(f"LoRA file '{p}' is a pickle ({p.suffix}): safetensors only (pickles can run code); convert it to .safetensors.")
-        if p.suffix.lower() != ".safetensors": raise InputError(f"LoRA file '{p}' is not a .safetensors file: give diffusers' pytorch_lora_weights.safetensors or its folder.")
+        if p.suffix.lower() not in (".safetensors",) + PICKLE_SUFFIXES:
+            raise InputError(f"LoRA file '{p}' is not a .safetensors file (nor a .ckpt/.bin/.pt of tensors): give diffusers' pytorch_lora_weights.safetensors or its folder.")
         return p
     s = str(src)
     if s.count("/") == 1 and not s.startswith((".", "/", "~")) and not p.suffix and re.match(r"^[\w.-]+/[\w.-]+$", s):
@@ -457,48 +498,185 @@ def _file_base(sd: dict) -> Tuple[Optional[int], Optional[int]]:
         if k.startswith("down_blocks.0.") and k.endswith("attn1.to_q.lora_A.weight") and width is None: width = v.shape[1]
     return cross, width
 
-def _read_lora(path: Path):
-    "Tensors, diffusers adapter metadata (or None) and our info (or None) of a safetensors LoRA file."
-    try:
-        with safe_open(str(path), "pt") as fh:
-            header = fh.metadata() or {}
-            sd = {k: fh.get_tensor(k) for k in fh.keys()}
+def _check_finite(sd: dict, path: Path):
+    "Refuse a file whose tensors hold NaN or infinity (what a diverged training writes: it renders black pictures)."
+    bad = [k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise InputError(f"LoRA file '{path}' has {len(bad)} of {len(sd)} tensors with NaN or infinite values (e.g. '{bad[0]}'): "
+                         f"its training diverged; train it again with a lower learning rate.")
+
+def _read_pickle(path: Path) -> dict:
+    "A torch.save'd dict of tensors, read with torch.load(weights_only=True): no code runs, anything but plain tensors is refused."
+    try: obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:
-        raise InputError(f"LoRA file '{path}' cannot be read as safetensors ({type(e).__name__}): it is damaged or not a safetensors file; re-download or re-export it.") from None
+        if "Unsupported global" in str(e):   # a class or function reference: the unpickler would have to import and call it
+            raise InputError(f"LoRA file '{path}' holds Python objects besides tensors, which torch.load(weights_only=True) refuses "
+                             f"(loading them could run code): save only the state dict (a dict of tensors), or convert it to .safetensors.") from None
+        raise InputError(f"LoRA file '{path}' cannot be read as a torch pickle ({type(e).__name__}): it is damaged or not a saved "
+                         f"state dict; re-export it, or give a .safetensors file.") from None
+    if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+        what = type(obj).__name__ if not isinstance(obj, dict) else next(f"'{k}': {type(v).__name__}" for k, v in obj.items()
+                                                                          if not (isinstance(k, str) and isinstance(v, torch.Tensor)))
+        raise InputError(f"LoRA file '{path}' does not hold a flat dict of named tensors (found {what}): save the LoRA's "
+                         f"state dict itself (a dict of tensors), or convert it to .safetensors.")
+    return obj
+
+def _read_lora(path: Path):
+    "Tensors, diffusers adapter metadata (or None) and our info (or None) of a LoRA file (.safetensors, or a pickle of tensors)."
+    if path.suffix.lower() in PICKLE_SUFFIXES: sd, header = _read_pickle(path), {}
+    else:
+        try:
+            with safe_open(str(path), "pt") as fh:
+                header = fh.metadata() or {}
+                sd = {k: fh.get_tensor(k) for k in fh.keys()}
+        except Exception as e:
+            raise InputError(f"LoRA file '{path}' cannot be read as safetensors ({type(e).__name__}): it is damaged or not a safetensors file; re-download or re-export it.") from None
     if not sd: raise InputError(f"LoRA file '{path}' holds no tensors: re-export it.")
+    _check_finite(sd, path)
     try: meta = json.loads(header[METADATA_KEY]) if header.get(METADATA_KEY) else None
     except json.JSONDecodeError: meta = None
     try: info = json.loads(header[INFO_KEY]) if header.get(INFO_KEY) else None
     except json.JSONDecodeError: info = None
+    if meta is None and (path.parent/"adapter_config.json").is_file():   # peft's save_pretrained: the config sits beside the weights
+        with contextlib.suppress(Exception): meta = json.loads((path.parent/"adapter_config.json").read_text())
     return sd, meta, info
 
-def check_lora_compatible(unet, path) -> Tuple[dict, Optional[dict], Optional[dict], dict]:
-    "Read the LoRA at `path` and compare its keys and tensor shapes with `unet` BEFORE loading; InputError if it does not fit."
-    from diffusers.utils import convert_unet_state_dict_to_peft
+# %% ../nbs/04_lora.ipynb #f15a0002
+@dataclass
+class LoraModule:
+    "One LoRA'd layer of a file, in peft's layout: delta W = (alpha / rank) * up @ down."
+    down: torch.Tensor      # lora_A / lora_down: [rank, in] (Linear) or [rank, in, kh, kw] (Conv2d)
+    up: torch.Tensor        # lora_B / lora_up: [out, rank] or [out, rank, 1, 1]
+    alpha: float            # the effective alpha: the update is scaled by alpha / rank
+    @property
+    def rank(self) -> int: return int(self.down.shape[0])
+
+# Suffixes of the plain-LoRA formats we load exactly; anything else in a kohya file is another kind of adapter.
+_KOHYA_KINDS = {"hada_": "LoHa", "lokr_": "LoKr", "dora_scale": "DoRA", "lora_mid": "LoCon with a CP middle (lora_mid)",
+                "oft_": "OFT", "diff": "a full weight difference (diff)", "on_input": "IA3", ".bias": "a bias (lora bias)",
+                "weight_norm": "DoRA"}
+_PEFT_RE = re.compile(r"^(?P<mod>.+)\.lora_(?P<ab>[AB])(?:\.[A-Za-z_][\w-]*)?\.weight$")          # peft / diffusers >= 0.24
+_COMPAT_RE = re.compile(r"^(?P<mod>.+)\.lora(?:_linear_layer)?\.(?P<ud>down|up)\.weight$")       # diffusers' LoRACompatible layers
+_PROC_RE = re.compile(r"^(?P<attn>.+)\.processor\.(?P<proj>\w+?)_lora\.(?P<ud>down|up)\.weight$")  # diffusers <= 0.23 attention processors
+_TE = ("text_encoder.", "text_encoder_2.", "lora_te_", "lora_te1_", "lora_te2_", "lora_te3_")
+
+def _kohya_names(unet) -> dict:
+    "kohya / A1111 key stem -> module name: 'lora_unet_' + the diffusers module path with '.' -> '_' (how sd-scripts names SD 1/2 layers)."
+    out = {}
+    for n, m in unet.named_modules():
+        if ".lora_" in n or n.endswith(".base_layer") or not isinstance(getattr(m, "base_layer", m), (torch.nn.Linear, torch.nn.Conv2d)): continue
+        out.setdefault("lora_unet_" + n.replace(".", "_"), n)
+    return out
+
+def _peft_alpha(cfg: dict, mod: str, rank: int, path: Path) -> float:
+    "The effective alpha peft gives module `mod` under LoraConfig `cfg` (rank_pattern / alpha_pattern matched as peft matches them)."
+    from peft.utils.other import get_pattern_key
+    if cfg.get("use_dora"): raise InputError(f"LoRA file '{path}' is a DoRA adapter (use_dora): only plain LoRA loads exactly; merge it into the model elsewhere.")
+    if cfg.get("lora_bias"): raise InputError(f"LoRA file '{path}' has LoRA biases (lora_bias): only plain LoRA loads exactly.")
+    rp, ap = cfg.get("rank_pattern") or {}, cfg.get("alpha_pattern") or {}
+    r = rp.get(get_pattern_key(rp.keys(), mod), cfg.get("r", rank))
+    a = ap.get(get_pattern_key(ap.keys(), mod), cfg.get("lora_alpha", r))
+    if int(r) != rank:
+        raise InputError(f"LoRA file '{path}': its metadata gives {mod} rank {r} but its tensors have rank {rank}: the file is inconsistent; re-export it.")
+    return float(a) * (math.sqrt(rank) if cfg.get("use_rslora") else 1.0)   # rsLoRA scales by alpha / sqrt(r): the same update with alpha' = alpha sqrt(r)
+
+def parse_lora(sd: dict, meta: Optional[dict], unet, path) -> Tuple[dict, int]:
+    """Any common SD LoRA state dict -> ({module name: LoraModule}, number of text-encoder tensors ignored).
+
+    Formats and the scale each one's own tool applies (delta W = scale * up @ down):
+    - kohya / A1111 (`lora_unet_<path>.lora_down/.lora_up/.alpha`, sd-scripts `networks/lora.py`): scale = alpha_m / rank_m per
+      module; no alpha (or 0) means alpha = rank.
+    - peft / diffusers >= 0.24 (`unet.<path>.lora_A/lora_B.weight`, or `.lora.down/up`): the LoraConfig in the header
+      (diffusers' `lora_adapter_metadata`) or in peft's `adapter_config.json`, with rank_pattern / alpha_pattern / rsLoRA; per-module
+      `<path>.alpha` tensors next; otherwise alpha = rank (scale 1, what diffusers assumes).
+    - diffusers <= 0.23 attention processors (`<attn>.processor.to_q_lora.down.weight`, `to_out_lora` -> `to_out.0`), as
+      `save_attn_procs` / `save_lora_weights` wrote them (also the DiffStyler authors' `.ckpt` files, diffusers 0.17.1):
+      `LoRAAttnProcessor` adds `scale * to_q_lora(x)` with scale 1 and no alpha (`network_alpha=None`), so scale = 1.
+    Anything else (LoHa, LoKr, DoRA, LoRA biases, full diffs, LDM layer names) cannot be loaded exactly and is refused."""
+    path = Path(path)
+    halves, alphas, unknown, text = {}, {}, [], 0
+    kohya = any(k.startswith("lora_unet_") for k in sd)
+    names = _kohya_names(unet) if kohya else {}
+    for k, v in sd.items():
+        if k.startswith(_TE): text += 1; continue
+        if kohya:
+            stem, _, kind = k.partition(".")
+            if not stem.startswith("lora_unet_"): unknown.append(k); continue
+            if kind not in ("lora_down.weight", "lora_up.weight", "alpha"):
+                what = next((w for s, w in _KOHYA_KINDS.items() if s in kind), f"'{kind}' weights")
+                raise InputError(f"LoRA file '{path}' holds {what} (e.g. '{k}'), not a plain LoRA: it cannot be loaded exactly here; "
+                                 f"merge it into the model with the tool that made it.")
+            mod = names.get(stem)
+            if mod is None: unknown.append(k); continue
+            if kind == "alpha": alphas[mod] = float(v.float().item())
+            else: halves.setdefault(mod, {})["down" if kind.startswith("lora_down") else "up"] = v
+            continue
+        key = k[len("unet."):] if k.startswith("unet.") else k[len("base_model.model."):] if k.startswith("base_model.model.") else k
+        if "lora_magnitude_vector" in key or "dora_scale" in key:
+            raise InputError(f"LoRA file '{path}' is a DoRA adapter (e.g. '{k}'): only plain LoRA loads exactly; merge it into the model elsewhere.")
+        if m := _PEFT_RE.match(key): mod, half = m["mod"], "down" if m["ab"] == "A" else "up"
+        elif m := _COMPAT_RE.match(key): mod, half = m["mod"], m["ud"]
+        elif m := _PROC_RE.match(key): mod, half = f"{m['attn']}.{'to_out.0' if m['proj'] == 'to_out' else m['proj']}", m["ud"]
+        elif key.endswith(".alpha"): alphas[key[:-len(".alpha")]] = float(v.float().item()); continue
+        elif "lora" in key and key.endswith(".bias"):
+            raise InputError(f"LoRA file '{path}' has LoRA biases (e.g. '{k}'): only plain LoRA loads exactly.")
+        else: unknown.append(k); continue
+        halves.setdefault(mod, {})[half] = v
+    if unknown and not halves and not text:
+        raise InputError(f"LoRA file '{path}' has {len(unknown)} unknown keys (e.g. '{unknown[0]}'): it is not a Stable Diffusion UNet LoRA "
+                         f"(kohya/A1111, diffusers or peft format).")
+    if unknown:
+        hint = ("; it uses the original SD (LDM) layer names (input_blocks/middle_block/output_blocks), e.g. an SDXL LoRA"
+                if any(s in unknown[0] for s in ("input_blocks", "output_blocks", "middle_block")) else "")
+        cross, width = _file_base({f"{m_}.lora_A.weight": h["down"] for m_, h in halves.items() if "down" in h})
+        seems = f"; it seems made for {_describe(cross, width)}" if (cross or width) and not hint else ""
+        raise InputError(f"LoRA file '{path}' has {len(unknown)} keys that match no layer of this UNet (e.g. '{unknown[0]}'): "
+                         f"it is not a LoRA for this kind of UNet{hint}{seems}.")
+    if not halves: raise InputError(f"LoRA file '{path}' holds no UNet weights (only the text encoder's): a style LoRA must adapt the UNet.")
+    incomplete = [m_ for m_, h in halves.items() if set(h) != {"down", "up"}]
+    if incomplete: raise InputError(f"LoRA file '{path}' has only one half (down or up) for {len(incomplete)} layers (e.g. {incomplete[0]}): the file is incomplete; re-export it.")
+    cfg = None
+    if meta:
+        cfg = {k[len("unet."):]: v for k, v in meta.items() if k.startswith("unet.")} or (meta if "r" in meta else None)
+    out = {}
+    for mod, h in halves.items():
+        r = int(h["down"].shape[0])
+        if h["up"].shape[1] != r:
+            raise InputError(f"LoRA file '{path}': layer {mod} has down rank {r} but up rank {h['up'].shape[1]}: the file is damaged; re-export it.")
+        if cfg is not None and not kohya: a = _peft_alpha(cfg, mod, r, path)
+        else:
+            a = alphas.get(mod)
+            if a is None or a == 0: a = float(r)   # kohya: alpha None or 0 means alpha = rank; diffusers: no alpha means scale 1
+        out[mod] = LoraModule(h["down"], h["up"], float(a))
+    return out, text
+
+# %% ../nbs/04_lora.ipynb #f15a0003
+def _fit(t: torch.Tensor, shape) -> Optional[torch.Tensor]:
+    "`t` reshaped to `shape` when only 1x1 dimensions differ (a Linear LoRA for a 1x1 conv, or the reverse), else None."
+    if tuple(t.shape) == tuple(shape): return t
+    squeeze = lambda s: tuple(d for i, d in enumerate(s) if i < 2 or d != 1)
+    return t.reshape(shape) if squeeze(t.shape) == squeeze(shape) else None
+
+def check_lora_compatible(unet, path) -> Tuple[dict, Optional[dict], int]:
+    """Read the LoRA at `path` (any format `parse_lora` knows) and compare every tensor's shape with the layer of `unet` it
+    targets BEFORE loading; InputError if it does not fit. Returns ({module: LoraModule} shaped like peft's layers, our info, text-encoder tensors ignored)."""
     unet, path = _unet(unet), Path(path)
     raw, meta, info = _read_lora(path)
-    try: sd, alphas = StableDiffusionPipeline.lora_state_dict(dict(raw))     # also converts kohya / A1111 key names
-    except Exception as e:
-        raise InputError(f"LoRA file '{path}' has keys diffusers does not know ({type(e).__name__}: {str(e)[:80]}): it is not a Stable Diffusion LoRA.") from None
-    alphas = alphas or {}
-    if not any(k.startswith(("unet.", "text_encoder.", "text_encoder_2.")) for k in sd):   # old files without prefix
-        sd = {f"unet.{k}": v for k, v in sd.items()}; alphas = {f"unet.{k}": v for k, v in alphas.items()}
-    bad = [k for k in sd if "lora" not in k or not k.startswith(("unet.", "text_encoder."))]
-    if bad: raise InputError(f"LoRA file '{path}' has {len(bad)} unknown keys (e.g. '{bad[0]}'): it is not a diffusers-format SD UNet LoRA.")
-    usd = {k[len("unet."):]: v for k, v in sd.items() if k.startswith("unet.")}
-    if not usd: raise InputError(f"LoRA file '{path}' holds no UNet weights (only the text encoder's): a style LoRA must adapt the UNet.")
-    if "lora_A" not in next(iter(usd)): usd = convert_unet_state_dict_to_peft(usd)
+    mods, text = parse_lora(raw, meta, unet, path)
     modules = dict(unet.named_modules())
-    unknown, mismatch = [], []
-    for k, v in usd.items():
-        mod_name, _, kind = k.partition(".lora_")
-        m = modules.get(mod_name)
-        m = getattr(m, "base_layer", m)
-        if not isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)) or not kind.startswith(("A.", "B.", "magnitude")):
-            unknown.append(k); continue
-        fin, fout = (m.in_features, m.out_features) if isinstance(m, torch.nn.Linear) else (m.in_channels, m.out_channels)
-        if kind == "A.weight" and v.shape[1] != fin: mismatch.append((mod_name, "input", fin, v.shape[1]))
-        if kind == "B.weight" and v.shape[0] != fout: mismatch.append((mod_name, "output", fout, v.shape[0]))
+    unknown, mismatch, out = [], [], {}
+    for name, e in mods.items():
+        m = modules.get(name); m = getattr(m, "base_layer", m)
+        if not isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)): unknown.append(name); continue
+        if isinstance(m, torch.nn.Linear): fin, fout, a_shape, b_shape = m.in_features, m.out_features, (e.rank, m.in_features), (m.out_features, e.rank)
+        else:
+            fin, fout = m.in_channels, m.out_channels
+            a_shape, b_shape = (e.rank, m.in_channels // m.groups, *m.kernel_size), (m.out_channels, e.rank, 1, 1)
+        down, up = _fit(e.down, a_shape), _fit(e.up, b_shape)
+        if down is None: mismatch.append((name, "input", fin, e.down.shape[1])); continue
+        if up is None: mismatch.append((name, "output", fout, e.up.shape[0])); continue
+        out[name] = LoraModule(down, up, e.alpha)
+    usd = {f"{n}.lora_A.weight": e.down for n, e in mods.items()}
     if mismatch:
         mod, which, want, got = mismatch[0]
         made_for = _describe(*_file_base(usd))
@@ -510,28 +688,47 @@ def check_lora_compatible(unet, path) -> Tuple[dict, Optional[dict], Optional[di
         seems = f"; it seems made for {_describe(cross, width)}" if cross or width else ""
         raise InputError(f"LoRA file '{path}' has {len(unknown)} keys that match no layer of this UNet (e.g. 'unet.{unknown[0]}'): "
                          f"it is not a LoRA for this kind of UNet{seems}.")
-    return sd, alphas, meta, info
+    return out, info, text
 
 # %% ../nbs/04_lora.ipynb #1acfc615
+def _short_targets(names) -> Tuple[str, ...]:
+    "Module paths -> the layer names a user would pass as target_modules ('to_q', 'to_out.0', 'conv1')."
+    short = {".".join(n.split(".")[-2:]) if n.split(".")[-1].isdigit() else n.split(".")[-1] for n in names}
+    return tuple(sorted(short))
+
 def load_lora(pipe, path_or_repo_id, name: Optional[str] = None) -> StyleLoRA:
-    "Load a diffusers-format SD LoRA (ours or anyone's) into `pipe.unet` as adapter `name`, checking it fits first."
+    """Load an SD LoRA (ours, diffusers', peft's, kohya / A1111's, or a pickle of such tensors like the DiffStyler authors'
+    `.ckpt`) into `pipe.unet` as adapter `name`, at exactly the scale its own tool applies (see `parse_lora`), checking it fits first.
+
+    Each layer keeps its own rank and alpha (peft's rank_pattern / alpha_pattern by full module name), so a file whose modules
+    differ (resized or merged LoRAs) loads exactly; text-encoder weights are ignored with a warning. InputError (one line)
+    for files that do not fit, hold NaN/inf, or are not plain LoRAs."""
+    from peft import LoraConfig
     unet = _unet(pipe)
     path = resolve_lora_path(path_or_repo_id)
-    sd, alphas, meta, info = check_lora_compatible(unet, path)
+    mods, info, text = check_lora_compatible(unet, path)
     base = path.parent.name if path.name == WEIGHT_NAME else path.stem
     name = _new_name(unet, name, (info or {}).get("adapter_name") or base)
-    usd = {k: v for k, v in sd.items() if k.startswith("unet.")}
-    if len(usd) < len(sd):
-        warnings.warn(f"LoRA '{path.name}': its text-encoder weights are ignored (diffstyler adapts only the UNet).")
-    unet_meta = {k: v for k, v in (meta or {}).items() if k.startswith("unet.")} or None
-    unet_alphas = {k: v for k, v in alphas.items() if k.startswith("unet.")} or None
-    if unet_meta: unet_alphas = None   # diffusers takes one or the other; the metadata is exact
+    if text: warnings.warn(f"LoRA '{path.name}': its {text} text-encoder tensors are ignored (diffstyler adapts only the UNet).")
+    r0 = Counter(e.rank for e in mods.values()).most_common(1)[0][0]
+    a0 = Counter(e.alpha for e in mods.values()).most_common(1)[0][0]
+    # Full module paths as targets and pattern keys: peft matches a pattern key as a suffix at a '.' boundary, so a full path
+    # matches only its own layer. (diffusers' converter keys the alphas by old names that match nothing: issue 15.)
+    cfg = LoraConfig(r=r0, lora_alpha=a0, target_modules=sorted(mods), init_lora_weights=False,
+                     rank_pattern={n: e.rank for n, e in mods.items() if e.rank != r0},
+                     alpha_pattern={n: e.alpha for n, e in mods.items() if e.alpha != a0})
     before = [(m, m._active_adapter, m._disable_adapters) for m in _tuner_layers(unet)]
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*peft_config.*")
-            StableDiffusionPipeline.load_lora_into_unet(usd, unet_alphas, unet, adapter_name=name, metadata=unet_meta,
-                                                        _pipeline=pipe if hasattr(pipe, "unet") else None)
+            unet.add_adapter(cfg, adapter_name=name)
+        with torch.no_grad():
+            for n, e in mods.items():
+                layer = unet.get_submodule(n)
+                A, B = layer.lora_A[name].weight, layer.lora_B[name].weight
+                A.copy_(e.down.to(A.dtype)); B.copy_(e.up.to(B.dtype))
+                if not math.isclose(layer.scaling[name], e.alpha / e.rank, rel_tol=1e-6):   # what the forward pass will use
+                    raise RuntimeError(f"{n}: peft scales by {layer.scaling[name]}, the file by {e.alpha / e.rank}")
     except Exception as e:
         with contextlib.suppress(Exception):
             if name in adapter_names(unet): delete_lora(unet, name)
@@ -539,9 +736,7 @@ def load_lora(pipe, path_or_repo_id, name: Optional[str] = None) -> StyleLoRA:
         raise InputError(f"LoRA file '{path}' could not be loaded into this UNet ({type(e).__name__}: {str(e)[:100]}).") from None
     unet.requires_grad_(False)
     _select_only(unet, name)
-    cfg = unet.peft_config[name]
     info = info or {}
     hist = info.get("loss_history") or []
-    return StyleLoRA(name=name, path=path, prompt=info.get("prompt"), rank=cfg.r, alpha=cfg.lora_alpha,
-                     target_modules=tuple(sorted(cfg.target_modules)) if isinstance(cfg.target_modules, (set, list, tuple)) else (cfg.target_modules,),
+    return StyleLoRA(name=name, path=path, prompt=info.get("prompt"), rank=r0, alpha=a0, target_modules=_short_targets(mods),
                      loss_history=list(hist), steps=info.get("steps"))

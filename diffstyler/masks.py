@@ -10,13 +10,14 @@ from typing import Optional, Sequence, Union, Tuple, Callable, List
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw, UnidentifiedImageError
-from .core import InputError, MAX_IMAGE_PIXELS, load_image, tensor_to_image, get_device
+from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
+from .core import InputError, MAX_IMAGE_PIXELS, load_image, read_image_file, tensor_to_image, get_device
 
 # %% auto #0
-__all__ = ['FASTSAM_CHECKPOINTS', 'FASTSAM_URL', 'CLIP_WEIGHTS', 'TEXT_MIN_AREA', 'load_mask', 'to_latent_mask', 'show_mask',
-           'select_masks', 'find_fastsam_checkpoint', 'make_random_fastsam', 'fastsam_segments', 'clip_text_scorer',
-           'mask_crops', 'fastsam', 'word_token_indices', 'cross_attention_map', 'cross_attention_mask']
+__all__ = ['WEAK_MASK', 'FASTSAM_CHECKPOINTS', 'FASTSAM_URL', 'CLIP_WEIGHTS', 'TEXT_MIN_AREA', 'load_mask', 'to_latent_mask',
+           'binary_latent_mask', 'exclusive_masks', 'show_mask', 'select_masks', 'find_fastsam_checkpoint',
+           'make_random_fastsam', 'fastsam_segments', 'clip_text_scorer', 'mask_crops', 'fastsam', 'word_token_indices',
+           'cross_attention_map', 'cross_attention_mask']
 
 # %% ../nbs/06_masks.ipynb #607739b2
 def _scale_values(a: np.ndarray, label: str) -> np.ndarray:
@@ -48,10 +49,23 @@ def _reduce_channels(a: np.ndarray, label: str) -> np.ndarray:
     if a.shape[-1] == 3: return a.max(-1)
     raise InputError(f"{label} has {c} channels: give a greyscale, RGB or RGBA mask.")
 
-def _pil_to_array(img: Image.Image) -> np.ndarray:
-    "PIL image in any mode -> numpy array (2-D, or H x W x C) with its native value range."
-    if img.mode == "P": img = img.convert("RGBA")
-    elif img.mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX", "RGBa", "La", "PA"): img = img.convert("RGBA" if "A" in img.mode or "a" in img.mode else "RGB")
+def _palette_indices(img: Image.Image, label: str) -> np.ndarray:
+    """A palette ("P") image read by index, as label PNGs are meant (labelme, Pascal VOC, most segmentation tools): index 0
+    is outside, any other index inside. Their colours carry no strength (labelme draws class 1 as (128, 0, 0), which the
+    brightest-channel rule would read as 0.5)."""
+    idx = np.asarray(img.convert("P") if img.mode == "PA" else img)
+    used = np.unique(idx)
+    pal = img.getpalette() or []
+    bright = lambda i: max(pal[3 * i:3 * i + 3]) if 3 * i + 2 < len(pal) else 0
+    if 0 in used and len(used) > 1 and all(bright(0) > bright(int(i)) for i in used if i != 0):
+        warnings.warn(f"{label} is a palette image read by index (0 = outside, any other index = inside), but its index 0 is "
+                      f"its brightest colour: if white marks the region, save the mask as greyscale (mode L) instead.", stacklevel=4)
+    return idx > 0
+
+def _pil_to_array(img: Image.Image, label: str = "mask") -> np.ndarray:
+    "PIL image in any mode -> numpy array (2-D, or H x W x C) with its native value range; palette images by index (bool)."
+    if img.mode in ("P", "PA"): return _palette_indices(img, label)
+    if img.mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX", "RGBa", "La"): img = img.convert("RGBA" if "A" in img.mode or "a" in img.mode else "RGB")
     a = np.asarray(img)
     if img.mode == "1": a = a.astype(bool)
     return a
@@ -64,14 +78,8 @@ def _read_mask_file(path: Path, label: str) -> np.ndarray:
         try: return np.load(path, allow_pickle=False)
         except (ValueError, OSError, EOFError) as e:
             raise InputError(f"{label} cannot be read as a NumPy array ({type(e).__name__}: {str(e)[:80]}): save it with np.save.") from None
-    try:
-        with Image.open(path) as im:
-            if im.width * im.height > MAX_IMAGE_PIXELS:
-                raise InputError(f"{label} is {im.width}x{im.height}, over the limit of {MAX_IMAGE_PIXELS:,} pixels: downscale it first.")
-            im.load(); return _pil_to_array(im)
-    except InputError: raise
-    except Exception as e:  # any decoder failure; ultralytics, once imported, patches Image.open and can raise ImportError
-        raise InputError(f"{label} cannot be read as an image ({type(e).__name__}: {str(e)[:80]}): give a PNG, JPEG or .npy mask.") from None
+    # the same reader as the content image, turned upright by its EXIF orientation the same way, so the two stay registered
+    return _pil_to_array(ImageOps.exif_transpose(read_image_file(path, label)), label)
 
 def _to_hw(a: np.ndarray, label: str, channels_first: bool) -> np.ndarray:
     "Any accepted layout -> [H, W] float32 in [0, 1]."
@@ -95,7 +103,7 @@ def _mask_tensor(src, name: str = "mask") -> Tuple[torch.Tensor, str]:
         a = src.detach().cpu()
         a = a.float().numpy() if a.dtype in (torch.float16, torch.bfloat16) else a.numpy()
         return torch.from_numpy(_to_hw(a, label, channels_first=True).copy()), label
-    if isinstance(src, Image.Image): label, a = f"{name} (PIL image)", _pil_to_array(src)
+    if isinstance(src, Image.Image): label = f"{name} (PIL image)"; a = _pil_to_array(ImageOps.exif_transpose(src), label)
     elif isinstance(src, np.ndarray): label, a = f"{name} (array)", src
     elif isinstance(src, (str, os.PathLike)):
         path = Path(src); label = f"{name} '{path}'"; a = _read_mask_file(path, label)
@@ -117,8 +125,14 @@ def _resize(m: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
     out = F.interpolate(m[None, None], size=hw, mode="bilinear", align_corners=False, antialias=True)[0, 0]
     return out.clamp_(0, 1)
 
+WEAK_MASK = 0.75   # a mask whose maximum stays below this gets a warning: a "full" region that is really half strength
+
 def load_mask(src, size: Optional[Tuple[int, int]] = None, name: str = "mask", threshold: Optional[float] = None) -> torch.Tensor:
-    "Load a mask (path to PNG/JPEG/.npy, PIL image, array or tensor) as a float tensor [H, W] in [0, 1]; `size=(W, H)` resizes to the image."
+    """Load a mask (path to PNG/JPEG/.npy, PIL image, array or tensor) as a float tensor [H, W] in [0, 1]; `size=(W, H)` resizes to the image.
+
+    Files and PIL images are turned upright by their EXIF orientation (as `load_image` turns the content); palette images are
+    read by index (0 outside, any other index inside); see the table above for the other modes. Warns when the mask is empty,
+    when its maximum stays below `WEAK_MASK` (pass `threshold=`), and when it had to be resized to `size`."""
     m, label = _mask_tensor(src, name)
     if size is not None:
         w, h = _check_size(size)
@@ -129,8 +143,12 @@ def load_mask(src, size: Optional[Tuple[int, int]] = None, name: str = "mask", t
     if threshold is not None:
         if not 0 < float(threshold) <= 1: raise InputError(f"threshold={threshold!r} must be in (0, 1].")
         m = (m >= float(threshold)).float()
-    if not bool((m > 0).any()):
+    peak = float(m.max()) if m.numel() else 0.0
+    if peak == 0:
         warnings.warn(f"{label} is all zeros: nothing will be styled in it (the region stays content).", stacklevel=2)
+    elif peak < WEAK_MASK:   # e.g. a class-1 label drawn in (128, 0, 0) and saved as RGB: the object would be half styled
+        warnings.warn(f"{label} never reaches 1 (max {peak:.2f}): its region would be only {peak:.0%} styled; pass "
+                      f"threshold={peak / 2:.2g} to make it a 0/1 mask, or rescale it.", stacklevel=2)
     return m.contiguous()
 
 # %% ../nbs/06_masks.ipynb #2857d398
@@ -162,7 +180,10 @@ def to_latent_mask(mask, latent_hw, mode: str = "area", threshold: Optional[floa
     m, _ = _mask_tensor(mask, "mask")
     x = m[None, None].float()
     if tuple(x.shape[-2:]) != (h, w):
-        if abs(x.shape[-1] / x.shape[-2] - w / h) > 0.02:
+        # latents of non-square content keep its aspect ratio only up to rounding each side to the UNet's multiple (8 latents
+        # on SD: up to 4 latents off), so only a larger difference means the mask belongs to another picture
+        ar = x.shape[-1] / x.shape[-2]
+        if min(abs(ar * h - w), abs(w / ar - h)) > 4.5 + 0.02 * max(h, w):
             warnings.warn(f"mask is {x.shape[-1]}x{x.shape[-2]} but the latents are {w}x{h}: the aspect ratio changes; "
                           "resize the mask with the image (load_mask(..., size=image.size)).", stacklevel=2)
         x = F.interpolate(x, size=(h, w), **_MODES[mode])
@@ -178,6 +199,28 @@ def to_latent_mask(mask, latent_hw, mode: str = "area", threshold: Optional[floa
         if not float(feather) > 0: raise InputError(f"feather={feather!r} must be a Gaussian sigma in latent pixels >= 0.")
         x = _gaussian_blur(x, float(feather)).clamp(0, 1)
     return x.contiguous()
+
+# %% ../nbs/06_masks.ipynb #fec58a79
+def binary_latent_mask(mask, latent_hw) -> torch.Tensor:
+    """Mask at any size -> {0, 1} float [1, 1, h, w] as the authors' code makes it: `cv2.resize` (INTER_LINEAR) to the latent
+    size, then any value that is not 0 in uint8 is inside. Written with torch (same sampling: bilinear, half-pixel centres,
+    no antialiasing) so that OpenCV is not needed; the test compares it with cv2 on the authors' masks."""
+    h, w = _latent_hw(latent_hw)
+    m, _ = _mask_tensor(mask, "mask")
+    x = m[None, None].float()
+    if abs(x.shape[-1] / x.shape[-2] - w / h) > 0.02:
+        warnings.warn(f"mask is {x.shape[-1]}x{x.shape[-2]} but the latents are {w}x{h}: the aspect ratio changes; "
+                      "check that this mask belongs to this image.", stacklevel=2)
+    if tuple(x.shape[-2:]) != (h, w):
+        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=False)
+    return (x * 255 >= 0.5).float().contiguous()   # cv2 rounds to uint8: nonzero from half a grey level up
+
+def exclusive_masks(masks: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+    "Later wins: each mask minus every later one (the authors' `noise_pred[:, :, mask] = ...` applied style by style)."
+    out, later = [], torch.zeros_like(masks[-1])
+    for m in reversed(masks):
+        out.append(m * (1 - later)); later = torch.maximum(later, m)
+    return out[::-1]
 
 # %% ../nbs/06_masks.ipynb #31e983e9
 def _as_pil_image(image) -> Image.Image:

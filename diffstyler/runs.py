@@ -10,14 +10,15 @@ from typing import Callable, List, Optional, Sequence, Union
 import numpy as np
 import yaml
 import diffstyler
-from .core import (DiffStylerError, InputError, ModelNotAvailableError, InjectionConfig, PRESETS, check_int_range,
+from .core import (DiffStylerError, InputError, dumps_json, ModelNotAvailableError, InjectionConfig, PRESETS, check_int_range,
                    check_output_path, atomic_write, save_image, load_image, make_generator, seed_everything)
+from .registry import model_for_sd_version
 
 # %% auto #0
-__all__ = ['MAX_STEPS', 'STEPS_FIX', 'IMAGE_SUFFIXES', 'MASK_SUFFIXES', 'SD_VERSIONS', 'RUN_KEYS', 'META_KEYS', 'DEMO_FILES',
-           'config_path', 'check_writable', 'check_outputs', 'package_info', 'write_config', 'toy_available',
-           'default_model', 'get_pipeline', 'classify_mask', 'check_plan', 'run_plan', 'load_runs', 'run_to_plan',
-           'demo_grid', 'demo', 'train_lora_job', 'invert_job', 'transfer_job', 'run', 'toy_train_job', 'toy_eval_job']
+__all__ = ['MAX_STEPS', 'STEPS_FIX', 'IMAGE_SUFFIXES', 'MASK_SUFFIXES', 'RUN_KEYS', 'META_KEYS', 'DEMO_FILES', 'config_path',
+           'check_writable', 'check_outputs', 'package_info', 'write_config', 'toy_available', 'default_model',
+           'get_pipeline', 'classify_mask', 'check_plan', 'run_plan', 'load_runs', 'run_to_plan', 'demo_grid', 'demo',
+           'train_lora_job', 'invert_job', 'transfer_job', 'run', 'toy_train_job', 'toy_eval_job']
 
 # %% ../nbs/11_runs.ipynb #8618a9ff
 def config_path(out) -> Path:
@@ -59,7 +60,7 @@ def write_config(out, record: dict, overwrite: bool = False) -> Path:
     path = config_path(out)
     data = dict(record, **package_info(), created=datetime.datetime.now().astimezone().isoformat(timespec="seconds"))
     with atomic_write(path, overwrite, name="output config") as tmp:
-        Path(tmp).write_text(json.dumps(data, indent=1, default=str) + "\n")
+        Path(tmp).write_text(dumps_json(data, indent=1) + "\n")   # never NaN (not JSON)
     return path
 
 # %% ../nbs/11_runs.ipynb #db207ab1
@@ -290,8 +291,6 @@ def run_plan(p: dict, cache: Optional[dict] = None, progress: bool = True, devic
     return out
 
 # %% ../nbs/11_runs.ipynb #d6fcb7c4
-SD_VERSIONS = {"2.1": "stabilityai/stable-diffusion-2-1-base", "2.0": "stabilityai/stable-diffusion-2-base",
-               "1.5": "runwayml/stable-diffusion-v1-5"}
 RUN_KEYS = ("image_path", "content", "source", "output_path", "lora_name", "lora", "mask", "prompt_gene", "prompts",
             "guidance_scale", "negative_prompt", "seed", "n_timesteps", "inversion_steps", "pnp_f_t", "pnp_attn_t",
             "feature_steps", "attention_steps", "preset", "model", "sd_version", "device", "latents_path", "prompt")
@@ -360,9 +359,10 @@ def run_to_plan(r: dict, root: Path, where: str, model: Optional[str] = None, ou
     if dev and str(dev).startswith("cuda"):
         import torch
         if not torch.cuda.is_available(): warnings.warn(f"{where}: device={dev!r} is not available here: running on the default device.")
-    mdl = model or r.get("model") or (SD_VERSIONS.get(str(r["sd_version"])) if r.get("sd_version") else None) or "toy"
-    if r.get("sd_version") and not model and not r.get("model") and str(r["sd_version"]) not in SD_VERSIONS:
-        raise InputError(f"{where}: sd_version={r['sd_version']!r} is not known: use one of {list(SD_VERSIONS)} or set 'model'.")
+    mdl = model or r.get("model") or "toy"
+    if r.get("sd_version") and not model and not r.get("model"):   # the registry knows what '2.1' means
+        try: mdl = model_for_sd_version(r["sd_version"])
+        except InputError as e: raise InputError(f"{where}: {e}") from None
     dest = out if out is not None else rel(r.get("output_path"))
     if dest is None: raise InputError(f"{where}: no output_path: name the output image (or a folder).")
     if dest.suffix.lower() not in IMAGE_SUFFIXES: dest = dest/"output.png"
@@ -469,7 +469,7 @@ def demo(out="demo-output", model: Optional[str] = None, overwrite: bool = False
     timings["total"] = time.perf_counter() - t_start
     metrics["seconds"] = {k: round(v, 1) for k, v in timings.items()}
     metrics.update(package_info())
-    with atomic_write(out/"metrics.json", overwrite, name="metrics") as tmp: Path(tmp).write_text(json.dumps(metrics, indent=1) + "\n")
+    with atomic_write(out/"metrics.json", overwrite, name="metrics") as tmp: Path(tmp).write_text(dumps_json(metrics, indent=1) + "\n")
     echo(f"demo: {timings['total']:.0f} s on model '{model}'; grid {out/'grid.png'}, metrics {out/'metrics.json'}, "
          f"LoRAs {out/'lora-stripes'} {out/'lora-dots'}, source trajectory {out/'source.safetensors'}", file=sys.stderr)
     return metrics
@@ -596,7 +596,7 @@ def toy_eval_job(out="toy-eval.json", model: Optional[str] = None, n: int = 48, 
     pipe = get_pipeline(model if model not in (None, "toy") else "toy", device)
     res = toy_eval(pipe, n=n, seed=seed, steps=steps, style=style)
     res.pop("images", None); res.pop("style_images", None)
-    with atomic_write(out, overwrite, name="--out") as tmp: Path(tmp).write_text(json.dumps(res, indent=1) + "\n")
+    with atomic_write(out, overwrite, name="--out") as tmp: Path(tmp).write_text(dumps_json(res, indent=1) + "\n")
     write_config(out, dict(command="toy-eval", model=model or "toy", n=n, seed=seed, steps=steps,
                            output_path=_abs(out)), overwrite=overwrite)
     return out

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from .core import InjectionConfig, InputError, postprocess_image
 from .models import encode_text, decode_latents, ddim_scheduler
 from .hooks import FeatureStore, InjectionController, hooked, decoder_layers, attention_layer_indices
-from .inversion import SourceTrajectory, invert as _invert, record_all
+from .inversion import SourceTrajectory, invert as _invert, record_all, check_finite
 from .lora import use_adapter
 
 # %% auto #0
@@ -90,13 +90,17 @@ class DiffStyler:
             if bad: raise InputError(f"attention_layers {bad} have no attention in this UNet: use layers from "
                                      f"{self.attention_layers[0]}..{self.attention_layers[-1]}.")
 
-    def _latent_mask(self, mask, source: SourceTrajectory, j: int) -> torch.Tensor:
-        from diffstyler.masks import load_mask, to_latent_mask
+    def _latent_mask(self, mask, source: SourceTrajectory, j: int, mode: str = "soft") -> torch.Tensor:
+        "A style's mask at latent size: soft (area resize) or binary (the authors' cv2.resize, any nonzero is in)."
+        from diffstyler.masks import load_mask, to_latent_mask, binary_latent_mask
         hw = tuple(source.latents.shape[-2:])
         if isinstance(mask, torch.Tensor) and tuple(mask.shape[-2:]) == hw:
             m = mask.float().reshape(1, 1, *hw)
             if m.min() < 0 or m.max() > 1: raise InputError(f"mask of style {j + 1} has values outside [0, 1]: scale it to 0..1.")
             if m.sum() == 0: warnings.warn(f"mask of style {j + 1} is empty: its region stays content.")
+            if mode == "binary": m = (m > 0).float()
+        elif mode == "binary":  # straight from the file's size to the latents, as their code does
+            m = binary_latent_mask(load_mask(mask, name=f"mask of style {j + 1}"), hw)
         else: m = to_latent_mask(load_mask(mask, size=source.original_size, name=f"mask of style {j + 1}"), hw)
         return m.to(self.pipe.unet.device, torch.float32)
 
@@ -130,11 +134,15 @@ class DiffStyler:
         neg = config.negative_prompt if negative_prompt is None else negative_prompt
         self._check_layers(config); source.check_covers(config)
         passes = self._passes(style, prompt, mask, styles)
-        masks = [None if s.mask is None else self._latent_mask(s.mask, source, j) for j, s in enumerate(passes)]
+        masks = [None if s.mask is None else self._latent_mask(s.mask, source, j, config.mask_mode) for j, s in enumerate(passes)]
         masked = masks[0] is not None
         if masked:  # (empty masks were warned about when loaded: their region stays content)
             total = sum(masks)
-            if (total > 1 + 1e-4).any():  # documented policy: normalise where masks overlap
+            if (total > 1 + 1e-4).any() and config.mask_mode == "binary":  # the authors' code: a later mask wins
+                from diffstyler.masks import exclusive_masks
+                warnings.warn("masks overlap: the later style wins where they do (mask_mode='binary', as the authors' code).")
+                masks = exclusive_masks(masks)
+            elif (total > 1 + 1e-4).any():  # documented policy of soft masks: normalise where masks overlap
                 warnings.warn("masks overlap: normalised so that they sum to at most 1 where they overlap.")
                 masks = [m / total.clamp(min=1) for m in masks]
             outside = (1 - sum(masks)).clamp(min=0)
@@ -167,7 +175,7 @@ class DiffStyler:
         switch = len(passes) > 1 or base_needed   # one pass: select its adapter once, not at every step
         with hooked(unet, ctl), use_adapter(unet, passes[0].adapter) if not switch else contextlib.nullcontext():
             for i, t in enumerate(tqdm(sched.timesteps, desc="DiffStyler", disable=not progress, leave=False)):
-                ctl.step = i
+                ctl.step, ctl.timestep = i, int(t)
                 preds = [predict(i, t, z, s, config, probe_stores[j] if probe_stores else None) for j, s in enumerate(passes)]
                 if config.fusion == "latent":
                     outs = [sched.step(p, t, z, generator=generator).prev_sample for p in preds]
@@ -176,6 +184,7 @@ class DiffStyler:
                     if base_needed: pred = sum(m * p for m, p in zip(masks, preds)) + outside * predict(i, t, z, None, base_cfg, None)
                     else: pred = preds[0]
                     z = sched.step(pred, t, z, generator=generator).prev_sample
+                check_finite(z, f"the styled pass at step {i + 1} of {source.num_steps} (LoRA {', '.join(repr(s.adapter) for s in passes)})")
                 traj.append(z)
                 if callback is not None: callback(i, z)
         image = postprocess_image(decode_latents(self.pipe, z), source.original_size)

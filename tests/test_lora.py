@@ -210,9 +210,9 @@ def test_bad_files(trained, tmp_path, monkeypatch):
     (tmp_path / "broken.safetensors").write_bytes(b"\x00" * 20)
     cases = {
         "empty": "has no pytorch_lora_weights.safetensors",
-        "pickled": "safetensors only",
-        "pickled/pytorch_lora_weights.bin": "safetensors only",
-        "model.ckpt": "safetensors only",
+        "pickled": "cannot be read as a torch pickle",
+        "pickled/pytorch_lora_weights.bin": "cannot be read as a torch pickle",
+        "model.ckpt": "cannot be read as a torch pickle",
         "notes.txt": "is not a .safetensors file",
         "sd2.safetensors": "seems made for SD 2.x (cross_attention_dim=1024, first width 320)",
         "sd1.safetensors": "seems made for SD 1.x (cross_attention_dim=768",
