@@ -63,7 +63,7 @@ def cmd_toy_eval(args) -> Path:
 
 # %% ../nbs/10_cli.ipynb #d00d9ada
 def _common(p, model=True):
-    if model: p.add_argument("--model", default=None, help="toy (default), tiny (random weights, tests), a hub id, a diffusers folder or a .safetensors checkpoint")
+    if model: p.add_argument("--model", default=None, help="toy (default), tiny (random weights, tests), sd21-base (the paper's model), sd21, sd20-base, sd15, any hub id, a diffusers folder or an SD 1.x/2.x .safetensors file")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (otherwise they are never touched)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
