@@ -103,18 +103,26 @@ def _swap_merged(records, merged: bool):
     for p, orig, mer in records: p.data = mer if merged else orig
 
 @contextlib.contextmanager
-def use_adapter(unet, name: Optional[str], merged: Optional[bool] = None):
+def use_adapter(unet, name: Optional[str], merged: Optional[bool] = None, without: Sequence[str] = ()):
     """Within the block, only adapter `name` is active in `unet` (None: all adapters off, the base UNet); restores the previous state on exit.
 
     merged (default: when autograd is off, i.e. inference): the adapter's update `scaling * B @ A` (peft's `get_delta_weight`) is
     added into a copy of each base weight for the block, the way `fuse_lora` or a hand-merged checkpoint computes, and the
     original tensors are put back on exit (exactly: nothing is subtracted). This is what the adapter's author's merged UNet
-    computes bit for bit, and it is faster than the two extra matmuls per layer; training (autograd on) keeps the LoRA path."""
+    computes bit for bit, and it is faster than the two extra matmuls per layer; training (autograd on) keeps the LoRA path.
+
+    without: module names (or prefixes, e.g. 'up_blocks.2.attentions.0.transformer_blocks.0.attn1') where the adapter stays off,
+    as in the DiffStyler authors' pinned diffusers 0.17.1, whose patched attention modules never ran the LoRA processor."""
     unet = _unet(unet)
     if name is not None: _check_loaded(unet, name)
     layers = _tuner_layers(unet)
     if any(getattr(m, "merged", False) for m in layers):
         raise InputError("LoRA weights are fused into this UNet (pipe.fuse_lora): call pipe.unfuse_lora() before switching adapters.")
+    off = set()
+    if without:
+        prefixes = tuple(str(p).rstrip(".") for p in without)
+        ids = {id(m) for m in layers}
+        off = {id(m) for n, m in unet.named_modules() if id(m) in ids and (n in prefixes or n.startswith(tuple(p + "." for p in prefixes)))}
     if merged is None: merged = name is not None and not torch.is_grad_enabled()
     outer = getattr(unet, "_ds_merged", None)   # an enclosing merged block: take its weights out while this one runs
     if outer: _swap_merged(outer, False)
@@ -125,7 +133,7 @@ def use_adapter(unet, name: Optional[str], merged: Optional[bool] = None):
     try:
         with torch.no_grad():
             for m in layers:
-                if name is None: m._disable_adapters = True
+                if name is None or id(m) in off: m._disable_adapters = True
                 elif merged:
                     m._disable_adapters = True        # the LoRA branch is off: the merged weight carries the update
                     if name in getattr(m, "lora_A", {}):
@@ -575,7 +583,7 @@ def _peft_alpha(cfg: dict, mod: str, rank: int, path: Path) -> float:
     if cfg.get("lora_bias"): raise InputError(f"LoRA file '{path}' has LoRA biases (lora_bias): only plain LoRA loads exactly.")
     rp, ap = cfg.get("rank_pattern") or {}, cfg.get("alpha_pattern") or {}
     r = rp.get(get_pattern_key(rp.keys(), mod), cfg.get("r", rank))
-    a = ap.get(get_pattern_key(ap.keys(), mod), cfg.get("lora_alpha", r))
+    a = ap.get(get_pattern_key(ap.keys(), mod), cfg.get("lora_alpha", 8))   # 8: LoraConfig's default, what peft would use
     if int(r) != rank:
         raise InputError(f"LoRA file '{path}': its metadata gives {mod} rank {r} but its tensors have rank {rank}: the file is inconsistent; re-export it.")
     return float(a) * (math.sqrt(rank) if cfg.get("use_rslora") else 1.0)   # rsLoRA scales by alpha / sqrt(r): the same update with alpha' = alpha sqrt(r)
@@ -719,7 +727,7 @@ def load_lora(pipe, path_or_repo_id, name: Optional[str] = None) -> StyleLoRA:
                      alpha_pattern={n: e.alpha for n, e in mods.items() if e.alpha != a0})
     before = [(m, m._active_adapter, m._disable_adapters) for m in _tuner_layers(unet)]
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):   # peft's init draws random numbers: not from the user's stream
             warnings.filterwarnings("ignore", message=".*peft_config.*")
             unet.add_adapter(cfg, adapter_name=name)
         with torch.no_grad():
