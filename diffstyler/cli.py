@@ -46,6 +46,11 @@ def _overrides(sets) -> dict:
     return out
 
 def cmd_run(args) -> List[Path]:
+    from diffstyler.grid import is_grid, run_grid   # a grid file (contents x styles x presets): resumable, and spread by `accelerate launch`
+    if is_grid(args.config):
+        if args.root or args.set or args.overwrite:
+            raise InputError(f"--root, --set and --overwrite do not apply to grid file '{args.config}': edit the file (finished cells are never overwritten; use another out folder to start afresh).")
+        return [Path(p) for p in run_grid(args.config, args.out, args.model, args.device, _progress(args), log=_log)["paths"]]
     return run(args.config, args.root, _overrides(args.set), args.out, args.model, args.device, args.overwrite, _progress(args), log=_log)
 
 def cmd_demo(args) -> Path:
@@ -116,9 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inversion-steps", type=int, default=None, help="default 1000")
     p.add_argument("--seed", type=int, default=0); p.add_argument("--out", required=True, help="output image (.png, .jpg)")
     _common(p); p.set_defaults(func=cmd_transfer)
-    p = sub.add_parser("run", help="run transfers from a YAML file (one run or a list; the authors' keys)",
+    p = sub.add_parser("run", help="run transfers from a YAML file (one run or a list; the authors' keys), or a content x style x preset grid",
                        description="Run one or more transfers from CONFIG.yaml (keys: image_path, output_path, lora_name, mask, prompt_gene, "
-                                   "guidance_scale, n_timesteps, pnp_f_t, pnp_attn_t, negative_prompt, seed, ...). Paths are relative to the YAML's folder.")
+                                   "guidance_scale, n_timesteps, pnp_f_t, pnp_attn_t, negative_prompt, seed, ...). Paths are relative to the YAML's folder. "
+                                   "A file with 'contents' and 'styles' is a grid (diffstyler.grid): every cell transferred and scored, resumable; "
+                                   "under `accelerate launch` spread over processes.")
     p.add_argument("config", metavar="CONFIG.yaml")
     p.add_argument("--root", default=None, help="resolve relative paths against this folder (default: the YAML's folder)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key in every run")

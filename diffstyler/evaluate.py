@@ -39,7 +39,7 @@ def to_batch(images, size=None, name: str = "image") -> torch.Tensor:
         x = F.interpolate(x, size=tuple(size), mode="bicubic", antialias=True, align_corners=False)
     return x.clamp(0, 1)
 
-# %% ../nbs/12_evaluate.ipynb #b4f5972f
+# %% ../nbs/12_evaluate.ipynb #c2eeed82
 WEIGHTS = ("pretrained", "random")
 INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
 
@@ -63,7 +63,7 @@ def _check_weights(weights: str) -> str:
     if weights not in WEIGHTS: raise InputError(f"weights={weights!r} is not known: use 'pretrained' (real metrics) or 'random' (tests only).")
     return weights
 
-# %% ../nbs/12_evaluate.ipynb #8c3ee0a4
+# %% ../nbs/12_evaluate.ipynb #d79708d8
 _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 VGG_LAYERS = {1: "relu1_1", 6: "relu2_1", 11: "relu3_1", 20: "relu4_1", 29: "relu5_1"}   # indices in torchvision's vgg19().features
 
@@ -109,7 +109,7 @@ def gram_matrix(feat: torch.Tensor) -> torch.Tensor:
     f = feat.flatten(2)
     return f @ f.transpose(1, 2) / f.shape[-1]
 
-# %% ../nbs/12_evaluate.ipynb #0e5056a7
+# %% ../nbs/12_evaluate.ipynb #996f966e
 class TinyFeatures(nn.Module):
     "A small random CNN for FID in tests: uint8 [N,3,H,W] -> [N, num_features]. Its numbers mean nothing; it checks code paths offline."
     def __init__(self, num_features: int = 32, seed: int = 0):
@@ -134,7 +134,8 @@ def fid_from_features(fake, real) -> float:
     if fake.ndim != 2 or real.ndim != 2 or fake.shape[1] != real.shape[1]:
         raise InputError(f"FID needs two [N,d] feature sets of one width, got {tuple(fake.shape)} and {tuple(real.shape)}.")
     if len(fake) < 2 or len(real) < 2: raise InputError(f"FID needs at least 2 images per set, got {len(fake)} and {len(real)}: run more cells.")
-    m = FrechetInceptionDistance(feature=_StoredFeatures(fake.shape[1]), reset_real_features=True).double()
+    # sync_on_compute=False: the features are already gathered; under `accelerate launch` only the main process computes
+    m = FrechetInceptionDistance(feature=_StoredFeatures(fake.shape[1]), reset_real_features=True, sync_on_compute=False).double()
     m.update(real, real=True); m.update(fake, real=False)
     return float(m.compute())
 
@@ -142,7 +143,7 @@ def artfid(lpips: float, fid: float) -> float:
     "ArtFID = (1 + LPIPS) x (1 + FID) (Wright & Ommer, GCPR 2022; StyleID's `eval_artfid.py`): lower is better."
     return (1 + float(lpips)) * (1 + float(fid))
 
-# %% ../nbs/12_evaluate.ipynb #97f22e3e
+# %% ../nbs/12_evaluate.ipynb #af38dfce
 DEFAULT_CLIP = "openai/clip-vit-large-patch14"
 
 def tiny_clip(folder, seed: int = 0) -> Path:
@@ -169,7 +170,7 @@ def load_clip(name_or_path: str = DEFAULT_CLIP):
         raise ModelNotAvailableError(f"CLIP model '{name_or_path}' is not available ({type(e).__name__}): download it once with internet "
                                      f"(`hf download {name_or_path}`) or pass a local folder saved with save_pretrained.") from None
 
-# %% ../nbs/12_evaluate.ipynb #daf4f8e1
+# %% ../nbs/12_evaluate.ipynb #b1b1b416
 class Evaluator:
     """Style-transfer metrics per image (LPIPS, SSIM, CFSD to the content; Gram distance to the style; CLIP score to a text)
     and FID features; `weights='pretrained'` (downloads once, the usual caches) or 'random' (offline tests).
@@ -291,7 +292,7 @@ class Evaluator:
             out["fid_style"] = self.fid_features(style)[0].numpy()
         return out
 
-# %% ../nbs/12_evaluate.ipynb #85302e68
+# %% ../nbs/12_evaluate.ipynb #9b2d5379
 PER_IMAGE = ("lpips", "ssim", "cfsd", "gram", "clip_score", "content_iou", "style_distance")
 
 def summarize(rows: Sequence[dict], fid_output=None, fid_style=None, by: Union[str, Sequence[str]] = "preset") -> List[dict]:
