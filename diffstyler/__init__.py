@@ -9,6 +9,7 @@ import importlib
 _NAMES = {
     "core": ("InjectionConfig", "DiffStylerError", "InputError", "ModelNotAvailableError", "load_image", "save_image",
              "seed_everything", "make_generator"),
+    "registry": ("resolve_model",),
     "models": ("load_pipeline",),
     "hooks": ("decoder_layers", "InjectionController", "FeatureStore", "hooked"),
     "inversion": ("SourceTrajectory",),
@@ -21,7 +22,7 @@ _NAMES = {
     "runs": ("run",),
 }
 _WHERE = {name: mod for mod, names in _NAMES.items() for name in names}
-_MODULES = ("core", "models", "hooks", "inversion", "transfer", "lora", "masks", "toy", "analysis", "widgets", "runs", "cli")
+_MODULES = ("core", "registry", "models", "hooks", "inversion", "transfer", "lora", "masks", "toy", "analysis", "widgets", "runs", "cli")
 __all__ = sorted(_WHERE)
 
 def __getattr__(name):
