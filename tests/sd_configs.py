@@ -58,3 +58,13 @@ def reduced(family: str, width_div: int = 5, latent: int = None, text_layers: in
     c["vae"].update(block_out_channels=[32, 64, 128, 128], layers_per_block=1, sample_size=u["sample_size"] * 8)
     c["text_encoder"]["num_hidden_layers"] = text_layers
     return c
+
+# UNets the method must refuse (their real configs): SDXL base 1.0, and SD 2's inpainting model (9 input channels)
+SDXL_UNET = dict(act_fn="silu", addition_embed_type="text_time", addition_time_embed_dim=256, attention_head_dim=[5, 10, 20],
+                 block_out_channels=[320, 640, 1280], center_input_sample=False, cross_attention_dim=2048,
+                 down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"], downsample_padding=1,
+                 flip_sin_to_cos=True, freq_shift=0, in_channels=4, layers_per_block=2, mid_block_scale_factor=1, norm_eps=1e-05,
+                 norm_num_groups=32, out_channels=4, projection_class_embeddings_input_dim=2816, sample_size=128,
+                 transformer_layers_per_block=[1, 2, 10], up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+                 use_linear_projection=True)
+SD2_INPAINT_UNET = dict(FAMILIES["sd20-base"]["unet"], in_channels=9)

@@ -84,3 +84,19 @@ def test_family_runs_the_method(family, tmp_path):
         assert r.image.size == (size, size) and torch.isfinite(r.latents).all()
     assert not torch.allclose(paper.latents, official.latents)        # the two presets are different methods
     assert not torch.allclose(paper.latents, source.latents[-1:])     # the LoRA and the prompt do something
+
+
+@pytest.mark.parametrize("which", ["sdxl", "sd2-inpainting"])
+def test_other_unets_are_refused_in_one_line(which):
+    "The real SDXL and SD 2 inpainting UNets (on the meta device) are refused by the method before anything runs."
+    from types import SimpleNamespace
+    from diffusers import UNet2DConditionModel
+    from sd_configs import SDXL_UNET, SD2_INPAINT_UNET
+    with torch.device("meta"): unet = UNet2DConditionModel(**(SDXL_UNET if which == "sdxl" else SD2_INPAINT_UNET))
+    with pytest.raises(ds.InputError) as e: ds.DiffStyler(SimpleNamespace(unet=unet))
+    msg = str(e.value)
+    assert "\n" not in msg and "not SD 1.x/2.x-shaped" in msg and "sd21-base" in msg
+    if which == "sdxl":
+        assert "(it looks like SDXL)" in msg and "3 up blocks, not 4" in msg and "10 transformer layers per block" in msg
+    else:
+        assert "9 input channels for 4 output channels" in msg

