@@ -99,10 +99,18 @@ def patch_similarity(feat: torch.Tensor) -> torch.Tensor:
     f = feat.flatten(2).transpose(1, 2) / c
     return torch.log_softmax(f @ f.transpose(1, 2), dim=-1)
 
-def cfsd_from_features(out_feat: torch.Tensor, content_feat: torch.Tensor) -> torch.Tensor:
-    "CFSD per image [N] from relu3_1 features of outputs and contents: sum over rows of KL(P_content || P_output)."
-    lp_o, lp_c = patch_similarity(out_feat.double()), patch_similarity(content_feat.double())
-    return (lp_c.exp() * (lp_c - lp_o)).sum((1, 2)).float()
+def cfsd_from_features(out_feat: torch.Tensor, content_feat: torch.Tensor, rows: int = 1024) -> torch.Tensor:
+    """CFSD per image [N] from relu3_1 features of outputs and contents: sum over rows of KL(P_content || P_output).
+    In float64, `rows` rows of the similarity maps at a time: at 512 px relu3_1 has 128x128 positions, and a whole map
+    (16384^2) would take 2 GiB; a block of 1024 rows takes 128 MiB. (StyleID computes whole maps in float32.)"""
+    n, c, h, w = out_feat.shape
+    fo, fc = (f.double().flatten(2).transpose(1, 2) / c for f in (out_feat, content_feat))
+    total = torch.zeros(n, dtype=torch.float64, device=out_feat.device)
+    for i in range(0, h * w, rows):
+        lo = torch.log_softmax(fo[:, i:i + rows] @ fo.transpose(1, 2), dim=-1)
+        lc = torch.log_softmax(fc[:, i:i + rows] @ fc.transpose(1, 2), dim=-1)
+        total += (lc.exp() * (lc - lo)).sum((1, 2))
+    return total.float()
 
 def gram_matrix(feat: torch.Tensor) -> torch.Tensor:
     "Gram matrices [N,C,C] of features [N,C,h,w], normalised by the h*w positions."

@@ -207,17 +207,18 @@ def read_rows(spec: dict) -> List[dict]:
         if cell_state(c) == "done": rows.append(dict(content=c["content"], style=c["style"], preset=c["preset"], image=c["image"], **json.loads(_metrics_path(c).read_text())))
     return rows
 
-def write_tables(spec: dict, rows: List[dict], figure: bool = True) -> dict:
-    "Write OUT/metrics.csv, OUT/summary.csv and (if `figure`) OUT/metrics.png from the cells' rows; returns {'summary': rows per preset, 'paths': ...}."
+def write_tables(spec: dict, rows: List[dict], summary: bool = True) -> dict:
+    "Write OUT/metrics.csv and (if `summary`) OUT/summary.csv and OUT/metrics.png from the cells' rows; returns {'summary': rows per preset, 'paths': ...}."
     from diffstyler.evaluate import summarize
     out = Path(spec["out"])
     keys = ["content", "style", "preset"] + [k for k in TABLE_METRICS if any(k in r for r in rows)] + ["image"]
     _write_csv(out/"metrics.csv", rows, keys)
+    if not summary: return dict(summary=[], paths=[out/"metrics.csv"])
     fo = [r.get("fid_output") for r in rows]
     has_fid = bool(rows) and all(f is not None for f in fo)
     summary = summarize(rows, np.array(fo) if has_fid else None, np.array([r["fid_style"] for r in rows]) if has_fid else None, by="preset") if rows else []
     _write_csv(out/"summary.csv", summary, ["preset", "n"] + [k for k in SUMMARY_METRICS if any(k in r for r in summary)])
-    if summary and figure: plot_summary(summary, out/"metrics.png")
+    if summary: plot_summary(summary, out/"metrics.png")
     return dict(summary=summary, paths=[out/"metrics.csv", out/"summary.csv", out/"metrics.png"])
 
 def plot_summary(summary: List[dict], path) -> Path:
@@ -257,6 +258,7 @@ def run_grid(config, out=None, model: Optional[str] = None, device=None, progres
     device = device if device is not None else (state.device if state.num_processes > 1 or state.device.type != "cpu" else None)
     from diffstyler.lora import WEIGHT_NAME
     todo_styles = [s for s in spec["styles"] if not (lora_dir(spec, s)/WEIGHT_NAME).exists()]
+    state.wait_for_everyone()   # every process has listed the same work before any process changes the folder
     with state.split_between_processes(todo_styles) as mine:
         for s in mine:
             say(f"LoRA '{s}'"); train_style_lora(spec, s, device=device, progress=progress)
@@ -264,23 +266,32 @@ def run_grid(config, out=None, model: Optional[str] = None, device=None, progres
     cells = grid_cells(spec)
     todo = [c for c in cells if cell_state(c) != "done"]
     say(f"{len(cells) - len(todo)} of {len(cells)} cells done, {len(todo)} to do")
-    cache, evaluator, computed, rows, last_fig = {}, None, [], [], time.perf_counter()
+    single = state.num_processes == 1
+    table = {(r["content"], r["style"], r["preset"]): r for r in read_rows(spec)} if single and state.is_main_process else {}
+    state.wait_for_everyone()
+    cache, evaluator, computed, rows, last = {}, None, [], [], time.perf_counter()
     with state.split_between_processes(todo) as mine:
         if mine: evaluator = make_evaluator(spec, device)
         for i, c in enumerate(mine):
             say(f"cell {i + 1}/{len(mine)} {c['name']}")
             rows.append(run_cell(spec, c, cache, evaluator, device, progress, process=state.process_index))
             computed.append(c["name"])
-            if state.num_processes == 1:   # as it goes (many processes: at the end); the figure at most once a minute
-                fig = time.perf_counter() - last_fig > 60
-                write_tables(spec, read_rows(spec), figure=fig)
-                if fig: last_fig = time.perf_counter()
-    rows = gather_object(rows) if state.num_processes > 1 else rows
-    done_names = gather_object(computed) if state.num_processes > 1 else computed
+            if single:   # as it goes (many processes: at the end): the cell table now, summary and figure at most once a minute
+                table[(c["content"], c["style"], c["preset"])] = rows[-1]
+                order = [(x["content"], x["style"], x["preset"]) for x in cells]
+                due = time.perf_counter() - last > 60
+                write_tables(spec, [table[k] for k in order if k in table], summary=due)
+                if due: last = time.perf_counter()
+    rows = gather_object(rows) if not single else rows
+    done_names = gather_object(computed) if not single else computed
     result = dict(out=spec["out"], cells=len(cells), computed=computed, computed_all=done_names, rows=[], summary=[], paths=[])
     if state.is_main_process:
         if len(done_names) != len(set(done_names)): raise RuntimeError(f"grid: a cell was computed twice: {sorted(done_names)}")
-        all_rows = read_rows(spec)
+        # the cells finished earlier (read from OUT) and this run's (gathered from every process, so a machine's cells
+        # count even when OUT is not shared)
+        merged = {(r["content"], r["style"], r["preset"]): r for r in read_rows(spec)}
+        merged.update({(r["content"], r["style"], r["preset"]): r for r in rows})
+        all_rows = [merged[k] for k in ((x["content"], x["style"], x["preset"]) for x in cells) if k in merged]
         tables = write_tables(spec, all_rows)
         result.update(rows=all_rows, summary=tables["summary"], paths=[str(p) for p in tables["paths"] if Path(p).exists()])
     state.wait_for_everyone()
