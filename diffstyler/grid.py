@@ -227,9 +227,11 @@ def plot_summary(summary: List[dict], path) -> Path:
     matplotlib.use("Agg", force=False) if "matplotlib.pyplot" not in sys.modules else None
     import matplotlib.pyplot as plt
     names = [k for k in SUMMARY_METRICS if any(k in r for r in summary)]
-    fig, axes = plt.subplots(1, len(names), figsize=(2.4 * len(names), 2.6), squeeze=False)
-    for ax, k in zip(axes[0], names):
-        ax.bar([r["preset"] for r in summary], [r.get(k, float("nan")) for r in summary], color="tab:blue")
+    cols = min(4, len(names)); rows = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.3 * rows), squeeze=False)
+    for ax in axes.flat[len(names):]: ax.axis("off")
+    for ax, k in zip(axes.flat, names):
+        ax.bar([f"{r['preset']}\n(n={r['n']})" for r in summary], [r.get(k, float("nan")) for r in summary], color="tab:blue")
         better = "lower" if k not in ("ssim", "clip_score", "content_iou") else "higher"
         ax.set_title(f"{k} ({better} = better)", fontsize=8); ax.tick_params(labelsize=7)
     fig.suptitle(f"{sum(r['n'] for r in summary)} cells", fontsize=9); fig.tight_layout()
