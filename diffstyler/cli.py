@@ -123,11 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p); p.set_defaults(func=cmd_transfer)
     p = sub.add_parser("run", help="run transfers from a YAML file (one run or a list; the authors' keys), or a content x style x preset grid",
                        description="Run one or more transfers from CONFIG.yaml (keys: image_path, output_path, lora_name, mask, prompt_gene, "
-                                   "guidance_scale, n_timesteps, pnp_f_t, pnp_attn_t, negative_prompt, seed, ...). Paths are relative to the YAML's folder. "
+                                   "guidance_scale, n_timesteps, pnp_f_t, pnp_attn_t, negative_prompt, seed, ...). Paths are relative to the YAML's folder; "
+                                   "an authors' config (latents_path, sd_version or pnp_* and no preset) runs their scheme (preset official) with "
+                                   "names read as their scripts do: paths from their repository root, mask/NAME.png, lora_models/NAME.ckpt. "
                                    "A file with 'contents' and 'styles' is a grid (diffstyler.grid): every cell transferred and scored, resumable; "
                                    "under `accelerate launch` spread over processes.")
     p.add_argument("config", metavar="CONFIG.yaml")
-    p.add_argument("--root", default=None, help="resolve relative paths against this folder (default: the YAML's folder)")
+    p.add_argument("--root", default=None, help="resolve relative paths against this folder (default: the YAML's folder; for an authors' config the first of it, its parent and the current folder that holds image_path)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key in every run")
     p.add_argument("--out", default=None, help="output image (one run) or folder (several runs)")
     _common(p); p.set_defaults(func=cmd_run)

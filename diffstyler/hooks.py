@@ -102,10 +102,11 @@ def _broadcast(src: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return src if src.shape[0] == like.shape[0] else src.expand(like.shape[0], *src.shape[1:])
 
 class InjectionController:
-    "Decides, per (step, decoder layer, kind), whether to record, inject or pass."
+    "Decides, per (step, decoder layer, kind), whether to record, inject (replace or blend) or pass."
     def __init__(self, inject: Optional[InjectionConfig] = None, source: Optional[FeatureStore] = None,
                  record: Optional[InjectionConfig] = None, recorder: Optional[FeatureStore] = None):
-        self.step: Optional[int] = None
+        self.step: Optional[int] = None       # index of the sampling step, set by the denoising loop
+        self.timestep: Optional[int] = None   # its scheduler timestep t (a blend weight may depend on it)
         self.configure(inject, source, record, recorder)
 
     def configure(self, inject=None, source=None, record=None, recorder=None):
@@ -137,22 +138,28 @@ class InjectionController:
     def attention(self, kind: str, layer: int, project: Callable[[slice], Tuple[torch.Tensor, torch.Tensor]],
                   batch: int, like: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         "The (Q, K) to use in `layer`'s self- or cross-attention; `project(rows)` computes the pass's own Q, K for those rows."
-        inject = self._asks(self.inject, kind, layer)
-        if not inject: q, k = project(slice(None))
-        elif self.source is None:  # in-batch: only element 0's projections are needed; the rest would be overwritten
+        r = self.inject.qk_weight(kind, layer, self.step, self.timestep) if self._asks(self.inject, kind, layer) else 0.0
+        if r == 0: q, k = project(slice(None))
+        elif r == 1 and self.source is None:  # in-batch replace: only element 0's projections are needed
             q, k = project(slice(0, 1))
             q, k = q.expand(batch, *q.shape[1:]), k.expand(batch, *k.shape[1:])
-        else:                      # from the cache: the pass's own Q and K are never computed
+        elif r == 1:                          # replace from the cache: the pass's own Q and K are never computed
             src = lambda name: self.source.get(self.step, layer, name, like=like)
             q, k = src(f"{kind}_q"), src(f"{kind}_k")
             q, k = q.expand(batch, *q.shape[1:]), k.expand(batch, *k.shape[1:])
+        else:                                 # blend: x <- r * x_source + (1 - r) * x (the authors' latest code)
+            q, k = project(slice(None))
+            if self.source is None: qs, ks = q[:1], k[:1]
+            else: qs, ks = (self.source.get(self.step, layer, f"{kind}_{n}", like=like) for n in "qk")
+            blend = lambda x, s: torch.cat([x[:1], r * s + (1 - r) * x[1:]]) if self.source is None else r * s + (1 - r) * x
+            q, k = blend(q, qs), blend(k, ks)
         if self._asks(self.record, kind, layer):
             self.recorder.put(self.step, layer, f"{kind}_q", q); self.recorder.put(self.step, layer, f"{kind}_k", k)
         return q, k
 
 # %% ../nbs/02_hooks.ipynb #cb22ebcd
 class InjectionAttnProcessor:
-    "Attention processor that lets the controller record or replace Q and K; otherwise defers to the original."
+    "Attention processor that lets the controller record, replace or blend Q and K; otherwise defers to the original."
     def __init__(self, controller: InjectionController, layer: int, kind: str, original):
         self.controller, self.layer, self.kind, self.original = controller, layer, kind, original
 

@@ -12,13 +12,14 @@ import yaml
 import diffstyler
 from .core import (DiffStylerError, InputError, dumps_json, ModelNotAvailableError, InjectionConfig, PRESETS, check_int_range,
                    check_output_path, atomic_write, save_image, load_image, make_generator, seed_everything)
-from .registry import model_for_sd_version
+from .registry import model_for_sd_version, DEFAULT_SD
 
 # %% auto #0
-__all__ = ['MAX_STEPS', 'STEPS_FIX', 'IMAGE_SUFFIXES', 'MASK_SUFFIXES', 'RUN_KEYS', 'META_KEYS', 'DEMO_FILES', 'config_path',
-           'check_writable', 'check_outputs', 'package_info', 'write_config', 'toy_available', 'default_model',
-           'get_pipeline', 'classify_mask', 'check_plan', 'run_plan', 'load_runs', 'run_to_plan', 'demo_grid', 'demo',
-           'train_lora_job', 'invert_job', 'transfer_job', 'run', 'toy_train_job', 'toy_eval_job']
+__all__ = ['MAX_STEPS', 'STEPS_FIX', 'IMAGE_SUFFIXES', 'MASK_SUFFIXES', 'RUN_KEYS', 'META_KEYS', 'AUTHORS_KEYS', 'DEMO_FILES',
+           'config_path', 'check_writable', 'check_outputs', 'package_info', 'write_config', 'toy_available',
+           'default_model', 'get_pipeline', 'classify_mask', 'check_plan', 'run_plan', 'load_runs', 'is_authors_run',
+           'authors_root', 'run_to_plan', 'demo_grid', 'demo', 'train_lora_job', 'invert_job', 'transfer_job', 'run',
+           'toy_train_job', 'toy_eval_job']
 
 # %% ../nbs/11_runs.ipynb #8618a9ff
 def config_path(out) -> Path:
@@ -79,7 +80,7 @@ def get_pipeline(model: Optional[str] = None, device=None):
     model = model or "toy"
     try: return load_pipeline(model, device=device)
     except ModelNotAvailableError as e:
-        if model == "toy": raise ModelNotAvailableError(f"{e} Or pass --model tiny (random weights, for tests).") from None
+        if model == "toy": raise ModelNotAvailableError(f"{e} Or pass --model {DEFAULT_SD} on a GPU (the paper's model), or --model tiny (random weights, for tests).") from None
         raise
 
 # %% ../nbs/11_runs.ipynb #a02ee4f4
@@ -137,7 +138,7 @@ def _trajectory_steps(path) -> int:
 def check_plan(plan: dict, overwrite: bool = False) -> dict:
     "Validate a transfer plan (content, loras, masks, prompts, thresholds, output) without loading a model."
     from diffstyler.masks import load_mask
-    from diffstyler.lora import resolve_lora_path
+    from diffstyler.lora import resolve_lora_path, _read_lora
     p = dict(plan)
     src = p.get("source") or p.get("content")
     if not src: raise InputError("no content given: pass CONTENT_IMAGE (or a source trajectory .safetensors from `diffstyler invert`).")
@@ -180,7 +181,8 @@ def check_plan(plan: dict, overwrite: bool = False) -> dict:
     files = []
     for l in loras:
         f = resolve_lora_path(l)          # folder without weights, pickles, missing paths: one-line errors
-        _check_safetensors(f, "LoRA file")   # damaged or empty files fail here, before any model is loaded
+        if f.suffix.lower() == ".safetensors": _check_safetensors(f, "LoRA file")   # damaged or empty: fails here, before any model loads
+        else: _read_lora(f)   # a pickle (the authors' .ckpt): read with torch.load(weights_only=True), refused unless plain tensors
         files.append(f)
     p["lora_files"] = files
     masks = [str(m) for m in (p.get("masks") or [])]
@@ -333,7 +335,29 @@ def _fraction(name, v, steps, where) -> int:
     if not 0 <= f <= 1: raise InputError(f"{where}: {name}={v} is outside 0..1 (a fraction of n_timesteps={steps}).")
     return int(round(f * steps))
 
-def run_to_plan(r: dict, root: Path, where: str, model: Optional[str] = None, out: Optional[Path] = None) -> dict:
+AUTHORS_KEYS = ("latents_path", "sd_version", "pnp_f_t", "pnp_attn_t")   # keys only the authors' scripts read
+
+def is_authors_run(r: dict) -> bool:
+    "A run without `preset` that uses keys only the authors' scripts read is their config: it runs their scheme (`official`)."
+    return r.get("preset") is None and any(k in r for k in AUTHORS_KEYS)
+
+def authors_root(r: dict, roots: Sequence[Path]) -> Path:
+    "Their scripts run from their repository root, where `image_path: data/x.jpg` starts: the first of `roots` holding it."
+    src = r.get("image_path")
+    for d in roots:
+        if src and (Path(d)/str(src)).exists(): return Path(d)
+    return Path(roots[0])
+
+def run_to_plan(r: dict, root: Path, where: str, model: Optional[str] = None, out: Optional[Path] = None,
+                roots: Optional[Sequence[Path]] = None) -> dict:
+    """Map one run's keys (the authors' or ours) onto a transfer plan; paths relative to `root`.
+
+    An authors' config (`is_authors_run`) is read as their scripts read it: preset `official`, paths relative to their
+    repository root (the first of `roots` that holds `image_path`), `mask: NAME` -> mask/NAME.png, `lora_name: NAME` ->
+    lora_models/NAME.ckpt, the result in output_path/output-{prompt}.png, and `pnp_f_t`/`pnp_attn_t` ignored (their code
+    overwrites them)."""
+    authors = is_authors_run(r)
+    if authors: root = authors_root(r, roots or [root])
     "Map one run's keys (the authors' or ours) onto a transfer plan; paths relative to `root`."
     def rel(v):
         if v in (None, ""): return None
@@ -352,8 +376,13 @@ def run_to_plan(r: dict, root: Path, where: str, model: Optional[str] = None, ou
         try: steps = check_int_range("n_timesteps", steps, 1, MAX_STEPS, STEPS_FIX)
         except InputError as e: raise InputError(f"{where}: {e}") from None
     n = steps or 50
-    fs = _fraction("pnp_f_t", r["pnp_f_t"], n, where) if r.get("pnp_f_t") is not None else r.get("feature_steps")
-    at = _fraction("pnp_attn_t", r["pnp_attn_t"], n, where) if r.get("pnp_attn_t") is not None else r.get("attention_steps")
+    if authors and (r.get("pnp_f_t") is not None or r.get("pnp_attn_t") is not None):
+        for k in ("pnp_f_t", "pnp_attn_t"):   # checked (a typo should not pass), then ignored: their run_pnp overwrites them
+            if r.get(k) is not None: _fraction(k, r[k], n, where)
+        fs, at = r.get("feature_steps"), r.get("attention_steps")
+    else:
+        fs = _fraction("pnp_f_t", r["pnp_f_t"], n, where) if r.get("pnp_f_t") is not None else r.get("feature_steps")
+        at = _fraction("pnp_attn_t", r["pnp_attn_t"], n, where) if r.get("pnp_attn_t") is not None else r.get("attention_steps")
     if r.get("prompt"): warnings.warn(f"{where}: prompt={r['prompt']!r} is ignored: the content is inverted with the empty prompt (the paper's setting).")
     dev = r.get("device")
     if dev and str(dev).startswith("cuda"):
@@ -365,14 +394,19 @@ def run_to_plan(r: dict, root: Path, where: str, model: Optional[str] = None, ou
         except InputError as e: raise InputError(f"{where}: {e}") from None
     dest = out if out is not None else rel(r.get("output_path"))
     if dest is None: raise InputError(f"{where}: no output_path: name the output image (or a folder).")
-    if dest.suffix.lower() not in IMAGE_SUFFIXES: dest = dest/"output.png"
+    in_folder = dest.suffix.lower() not in IMAGE_SUFFIXES
+    if in_folder: dest = dest/(f"output-{r.get('prompt') or ''}.png" if authors else "output.png")
     src = both("image_path", "content")
+    def named(v, folder, suffix):   # their names: lora_models/NAME.ckpt, mask/NAME.png under their repository root
+        p = root/folder/f"{v}{suffix}"
+        return p if authors and not Path(str(v)).suffix and "/" not in str(v) and p.exists() else rel(v)
     return dict(content=rel(src) if src is not None else None, source=rel(r.get("source")), out=dest,
-                loras=[rel(l) for l in _split(both("lora_name", "lora"))], masks=[str(rel(m)) for m in _split(r.get("mask"))],
+                loras=[named(l, "lora_models", ".ckpt") for l in _split(both("lora_name", "lora"))],
+                masks=[str(named(m, "mask", ".png")) for m in _split(r.get("mask"))],
                 prompts=_split(both("prompt_gene", "prompts")), guidance=r.get("guidance_scale"),
                 negative_prompt=r.get("negative_prompt"), seed=r.get("seed"), steps=steps,
                 inversion_steps=r.get("inversion_steps"), feature_steps=fs, attention_steps=at,
-                preset=r.get("preset"), model=mdl, root=root)
+                preset=r.get("preset") or ("official" if authors else None), model=mdl, root=root, out_in_folder=("parents" if authors else True) if in_folder else False)
 
 # %% ../nbs/11_runs.ipynb #dc4d55b5
 DEMO_FILES = ("grid.png", "metrics.json", "source.safetensors", "lora-stripes", "lora-dots")
@@ -547,18 +581,23 @@ def run(config, root=None, overrides: Optional[dict] = None, out=None, model: Op
         overwrite: bool = False, progress: bool = True, log=None) -> List[Path]:
     "Run the transfers of a YAML/JSON run file (path), a run (dict) or a list of runs; every run is checked before the first starts. Returns the output paths (`diffstyler run`)."
     runs, cfg = load_runs(config, overrides), (Path(config).expanduser() if isinstance(config, (str, os.PathLike)) else None)
+    given_root = root is not None
     label = f"config '{cfg}'" if cfg is not None else "config"
     root = Path(root).expanduser() if root is not None else (cfg.resolve().parent if cfg is not None else Path.cwd())
     if not root.is_dir(): raise InputError(f"--root '{root}' is not a folder.")
+    # where an authors' config's paths start: --root, else the YAML's folder, its parent (their configs/ sit in the
+    # repository root) or the current folder, whichever holds its image_path
+    roots = [root] if given_root else list(dict.fromkeys([root, root.parent, Path.cwd()]))
     out = Path(out).expanduser() if out is not None else None
     plans = []
     for i, r in enumerate(runs):
         where = f"{label} run {i + 1}"
         dest = None
         if out is not None: dest = out if len(runs) == 1 and out.suffix.lower() in IMAGE_SUFFIXES else out/f"run-{i + 1:03d}.png"
-        plan = run_to_plan(r, root, where, model, dest)
-        if not plan["out"].parent.exists() and plan["out"].parent.parent.is_dir() and plan["out"].name == "output.png":
-            plan["out"].parent.mkdir()   # the authors' output_path is a folder of results
+        plan = run_to_plan(r, root, where, model, dest, roots=roots)
+        folder = plan.pop("out_in_folder", False)   # output_path named a folder of results
+        if folder == "parents": plan["out"].parent.mkdir(parents=True, exist_ok=True)   # their os.makedirs(output_path)
+        elif folder and not plan["out"].parent.exists() and plan["out"].parent.parent.is_dir(): plan["out"].parent.mkdir()
         try: plans.append(check_plan(plan, overwrite))
         except InputError as e: raise InputError(f"{where}: {e}") from None
     outs = [str(p["out"]) for p in plans]

@@ -165,7 +165,7 @@ class DiffStyler:
             if in_batch: x, emb = torch.cat([source.inverted[i:i + 1].to(z), x]), torch.cat([e0, emb])
             ctl.configure(inject=cfg, source=None if in_batch else source.store, record=probe if recorder is not None else None,
                           recorder=recorder)
-            with use_adapter(unet, s.adapter if s is not None else None) if switch else contextlib.nullcontext():
+            with use_adapter(unet, s.adapter if s is not None else None, without=lora_off) if switch else contextlib.nullcontext():
                 out = unet(x.to(dtype), t, encoder_hidden_states=emb.to(dtype)).sample.float()
             if in_batch: out = out[1:]
             return out if g == 1 else out[:1] + g * (out[1:2] - out[:1])
@@ -173,7 +173,10 @@ class DiffStyler:
         z = source.inverted[:1].to(unet.device, torch.float32)   # a trajectory loaded from disk may sit on the CPU
         traj = [z]
         switch = len(passes) > 1 or base_needed   # one pass: select its adapter once, not at every step
-        with hooked(unet, ctl), use_adapter(unet, passes[0].adapter) if not switch else contextlib.nullcontext():
+        # the pinned-environment switch: the attention modules the rule names keep the LoRA off at every step
+        lora_off = [n.rsplit(".processor", 1)[0] for L in self.layers for kind, names in (("self", L.self_attn), ("cross", L.cross_attn))
+                    for n in names if config.lora_off(kind, L.index)]
+        with hooked(unet, ctl), use_adapter(unet, passes[0].adapter, without=lora_off) if not switch else contextlib.nullcontext():
             for i, t in enumerate(tqdm(sched.timesteps, desc="DiffStyler", disable=not progress, leave=False)):
                 ctl.step, ctl.timestep = i, int(t)
                 preds = [predict(i, t, z, s, config, probe_stores[j] if probe_stores else None) for j, s in enumerate(passes)]

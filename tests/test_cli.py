@@ -235,7 +235,7 @@ def test_run_two_runs_from_yaml(ws, tmp_path, capsys):
 runs:
   - {{image_path: {ws/'content.png'}, lora_name: {ws/'lora'}, output_path: first.png}}
   - {{image_path: {ws/'content.png'}, lora_name: {ws/'lora'}, mask: {ws/'circle'}, output_path: second.png,
-      pnp_f_t: 0.8, pnp_attn_t: 0.4, prompt_gene: 'a red circle, stripes style'}}
+      pnp_f_t: 0.8, pnp_attn_t: 0.4, prompt_gene: 'a red circle, stripes style', preset: paper}}
 n_timesteps: 5
 inversion_steps: 10
 guidance_scale: 7.5
