@@ -15,9 +15,9 @@ from PIL import Image
 from .core import InputError, ModelNotAvailableError, load_image
 
 # %% auto #0
-__all__ = ['WEIGHTS', 'INCEPTION_URL', 'VGG_LAYERS', 'DEFAULT_CLIP', 'PER_IMAGE', 'to_batch', 'load_weights', 'VGGFeatures',
-           'patch_similarity', 'cfsd_from_features', 'gram_matrix', 'TinyFeatures', 'fid_from_features', 'artfid',
-           'tiny_clip', 'load_clip', 'Evaluator', 'summarize']
+__all__ = ['WEIGHTS', 'INCEPTION_URL', 'VGG_LAYERS', 'DEFAULT_CLIP', 'PER_IMAGE', 'to_batch', 'load_weights', 'require',
+           'VGGFeatures', 'patch_similarity', 'cfsd_from_features', 'gram_matrix', 'TinyFeatures', 'fid_from_features',
+           'artfid', 'tiny_clip', 'load_clip', 'Evaluator', 'summarize']
 
 # %% ../nbs/12_evaluate.ipynb #c54fb7f4
 def to_batch(images, size=None, name: str = "image") -> torch.Tensor:
@@ -58,6 +58,12 @@ def load_weights(what: str, url: str, build: Callable):
         name = url.rsplit("/", 1)[-1]
         raise ModelNotAvailableError(f"{what} needs {name}, which is not in {_hub_cache()} and could not be downloaded "
                                      f"({type(e).__name__}): download {url} into that folder, or run once with internet access.") from None
+
+def require(module: str, what: str) -> None:
+    "A one-line `ModelNotAvailableError` unless package `module` is installed (the optional `eval` extra)."
+    import importlib.util
+    if importlib.util.find_spec(module) is None:
+        raise ModelNotAvailableError(f"{what} needs the package '{module}', which is not installed: pip install 'diffstyler[eval]'.")
 
 def _check_weights(weights: str) -> str:
     if weights not in WEIGHTS: raise InputError(f"weights={weights!r} is not known: use 'pretrained' (real metrics) or 'random' (tests only).")
@@ -186,6 +192,7 @@ class Evaluator:
     def __init__(self, weights: str = "pretrained", lpips_net: str = "alex", clip_model: Optional[str] = None,
                  fid_weights_path: Optional[str] = None, device=None, seed: int = 0, toy: bool = False,
                  metrics: Sequence[str] = ("lpips", "ssim", "cfsd", "gram", "fid", "clip")):
+        require("torchmetrics", "the evaluation")
         self.weights, self.seed, self.toy = _check_weights(weights), seed, toy
         if lpips_net not in ("alex", "vgg", "squeeze"): raise InputError(f"lpips_net={lpips_net!r} is not known: use 'alex' (StyleID), 'vgg' or 'squeeze'.")
         unknown = sorted(set(metrics) - {"lpips", "ssim", "cfsd", "gram", "fid", "clip"})
@@ -213,6 +220,7 @@ class Evaluator:
 
     def _build_fid(self):
         if self.weights == "random": return TinyFeatures(seed=self.seed).to(self.device)
+        require("torch_fidelity", "FID's Inception network")
         from torchmetrics.image.fid import FrechetInceptionDistance
         url = self.fid_weights_path or INCEPTION_URL
         fid = load_weights("FID (Inception-v3)", url, lambda: FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=self.fid_weights_path))

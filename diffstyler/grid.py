@@ -246,6 +246,8 @@ def run_grid(config, out=None, model: Optional[str] = None, device=None, progres
     Under `accelerate launch` the work is split between processes and the main process gathers the rows.
     Returns {'out', 'cells': n, 'computed': names computed by this process, and on the main process 'rows' (all cells), 'summary'
     (per preset) and 'paths' (metrics.csv, summary.csv, metrics.png); 'seconds'}."""
+    from diffstyler.evaluate import require
+    require("accelerate", "a grid")
     from accelerate import PartialState
     from accelerate.utils import gather_object
     import torch

@@ -109,3 +109,14 @@ def test_pretrained_weights_missing_is_one_line(tmp_path, monkeypatch, key, need
 def test_conftest_blocks_downloads():
     with pytest.raises(RuntimeError, match="tried to download"):
         torch.hub.load_state_dict_from_url("https://example.org/weights.pth", model_dir="/tmp/never")
+
+
+def test_missing_eval_extra_is_one_line(monkeypatch):
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a, **k: None if name in ("torchmetrics", "accelerate") else real(name, *a, **k))
+    with pytest.raises(ModelNotAvailableError, match=r"'torchmetrics'.*pip install 'diffstyler\[eval\]'"):
+        Evaluator(weights="random")
+    from diffstyler.grid import run_grid
+    with pytest.raises(ModelNotAvailableError, match=r"'accelerate'"):
+        run_grid(dict(contents=[], styles=[]))
