@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Release check: build the wheel and sdist, `twine check` them, install the wheel in a fresh venv (outside the
 # project, so nothing from the source tree is imported) and run `diffstyler demo` from it.
-# torch: by default the fresh venv reuses the torch stack of PYTHON's environment (torch, torchvision, triton and the
-# CUDA wheels, 5 GB) through a .pth file pointing at a folder of links to exactly those distributions: pip sees them
-# installed and installs the wheel and every other dependency fresh. REUSE_TORCH=0 installs TORCH_SPEC's pins instead
-# (pip finds them on local disk where the machine has them; the CUDA wheels come from PyPI: minutes, 5 GB).
+# Dependencies (REUSE):
+#   all   (default, CI): the fresh venv reuses every distribution of PYTHON's environment except diffstyler, through a
+#         .pth file pointing at a folder of links; the wheel is installed with --no-deps, and `pip check` proves that
+#         what it declares (settings.ini's minimums) is satisfied. Seconds instead of minutes of downloads.
+#   torch: only the torch stack is reused (torch, torchvision, triton, CUDA wheels: 5 GB); pip resolves and downloads
+#         every other dependency fresh from the index (about 10 minutes here).
+#   none: everything is installed fresh, torch as TORCH_SPEC pins it (the CUDA wheels come from PyPI: 5 GB).
 # Usage: scripts/release_check.sh PYTHON [VENV_DIR]   (make release-check)
 set -euo pipefail
 PY=${1:?usage: release_check.sh PYTHON [VENV_DIR]}
@@ -19,33 +22,38 @@ whl=$(ls dist/diffstyler-*.whl)
 t1=$SECONDS
 python_bin=$("$PY" -c 'import sys; print(sys._base_executable)')
 rm -rf "$VENV" && "$python_bin" -m venv "$VENV"
-if [ "${REUSE_TORCH:-1}" = 1 ]; then
-    layer="$(dirname "$VENV")/torch-layer"; rm -rf "$layer"; mkdir -p "$layer"
-    "$PY" - "$layer" <<'PY'
+REUSE=${REUSE:-all}
+if [ "$REUSE" = all ] || [ "$REUSE" = torch ]; then
+    layer="$(dirname "$VENV")/reused-site-packages"; rm -rf "$layer"; mkdir -p "$layer"
+    "$PY" - "$layer" "$REUSE" <<'PY'
 import sys, importlib.metadata as md
 from pathlib import Path
-layer, linked = Path(sys.argv[1]), set()
+layer, mode, linked, base = Path(sys.argv[1]), sys.argv[2], set(), None
 for d in md.distributions():
     name = (d.metadata["Name"] or "").lower().replace("_", "-")
-    if not (name in ("torch", "torchvision", "triton") or name.startswith(("nvidia-", "cuda-"))): continue
+    if name in ("diffstyler", "pip"): continue
+    if mode == "torch" and not (name in ("torch", "torchvision", "triton") or name.startswith(("nvidia-", "cuda-"))): continue
     base = Path(d.locate_file(""))
-    tops = {Path(f).parts[0] for f in (d.files or []) if not str(f).startswith("..")}
+    tops = {Path(f).parts[0] for f in (d.files or []) if not str(f).startswith("..") and not str(f).endswith(".pth")}
     for t in tops - linked:
         if (base / t).exists(): (layer / t).symlink_to(base / t); linked.add(t)
-print(f"reusing {len(linked)} torch-stack entries from {base}")
+print(f"reusing {len(linked)} site-packages entries ({mode}) from {base}")
 PY
     site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-    echo "$layer" > "$site/_torch_layer.pth"
-    "$VENV/bin/python" -m pip install -q "$whl"   # torch's own small dependencies (sympy, jinja2, ...) install here too
-else
-    "$VENV/bin/python" -m pip install -q $TORCH_SPEC "$whl"
+    echo "$layer" > "$site/_reused_site_packages.pth"
 fi
+case "$REUSE" in
+    all) "$VENV/bin/python" -m pip uninstall -q -y setuptools 2>/dev/null || true   # the venv's old copy would hide the reused one
+         "$VENV/bin/python" -m pip install -q --no-deps "$whl" && "$VENV/bin/python" -m pip check ;;
+    torch) "$VENV/bin/python" -m pip install -q "$whl" ;;   # torch's own small dependencies (sympy, jinja2, ...) too
+    *) "$VENV/bin/python" -m pip install -q $TORCH_SPEC "$whl" ;;
+esac
 "$VENV/bin/python" -c 'import torch, torchvision; print("fresh venv: torch", torch.__version__, "torchvision", torchvision.__version__)'
 t2=$SECONDS
 out=$(mktemp -d); trap 'rm -rf "$out" ${tmp:+"$tmp"}' EXIT
 cd "$out"   # not the source tree: the installed package must stand alone
 "$VENV/bin/diffstyler" --help >/dev/null
-"$VENV/bin/python" -c 'import diffstyler, pathlib; p = pathlib.Path(diffstyler.__file__); assert "site-packages" in str(p), p; print("installed:", p.parent)'
+"$VENV/bin/python" -c 'import diffstyler, pathlib; p = pathlib.Path(diffstyler.__file__); import sys; assert str(p).startswith(sys.prefix), p; print("installed:", p.parent)'
 "$VENV/bin/diffstyler" demo --out "$out/demo" --quiet
 test -s "$out/demo/grid.png" && test -s "$out/demo/metrics.json"
 echo "release check passed: build+twine $((t1 - t0)) s, fresh venv install $((t2 - t1)) s, demo $((SECONDS - t2)) s"
