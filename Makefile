@@ -71,7 +71,9 @@ docs-check: docs
 # Release: wheel + sdist (with the toy weights) in dist/, twine check, then the wheel in a fresh venv runs the demo
 dist: install
 	rm -rf dist && $(BIN)/python -m build --outdir dist && $(BIN)/python -m twine check --strict dist/*
+# REUSE=all (default): the fresh venv reuses .venv's packages (pip check); REUSE=torch / none: resolve from the index
+REUSE ?= all
 release-check: install
-	TORCH_SPEC="$(TORCH_SPEC)" scripts/release_check.sh $(abspath $(BIN))/python
+	REUSE="$(REUSE)" TORCH_SPEC="$(TORCH_SPEC)" scripts/release_check.sh $(abspath $(BIN))/python
 readme: install
 	$(BIN)/python scripts/make_readme.py
