@@ -74,6 +74,6 @@ dist: install
 # REUSE=all (default): the fresh venv reuses .venv's packages (pip check); REUSE=torch / none: resolve from the index
 REUSE ?= all
 release-check: install
-	REUSE="$(REUSE)" TORCH_SPEC="$(TORCH_SPEC)" scripts/release_check.sh $(abspath $(BIN))/python
+	REUSE="$(REUSE)" DEMO_ARGS="$(DEMO_ARGS)" TORCH_SPEC="$(TORCH_SPEC)" scripts/release_check.sh $(abspath $(BIN))/python
 readme: install
 	$(BIN)/python scripts/make_readme.py

@@ -54,6 +54,6 @@ out=$(mktemp -d); trap 'rm -rf "$out" ${tmp:+"$tmp"}' EXIT
 cd "$out"   # not the source tree: the installed package must stand alone
 "$VENV/bin/diffstyler" --help >/dev/null
 "$VENV/bin/python" -c 'import diffstyler, pathlib; p = pathlib.Path(diffstyler.__file__); import sys; assert str(p).startswith(sys.prefix), p; print("installed:", p.parent)'
-"$VENV/bin/diffstyler" demo --out "$out/demo" --quiet
+"$VENV/bin/diffstyler" demo --out "$out/demo" --quiet ${DEMO_ARGS:-}   # DEMO_ARGS e.g. "--lora-steps 50" for a shorter run
 test -s "$out/demo/grid.png" && test -s "$out/demo/metrics.json"
 echo "release check passed: build+twine $((t1 - t0)) s, fresh venv install $((t2 - t1)) s, demo $((SECONDS - t2)) s"
