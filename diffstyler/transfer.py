@@ -100,7 +100,13 @@ class DiffStyler:
             if m.sum() == 0: warnings.warn(f"mask of style {j + 1} is empty: its region stays content.")
             if mode == "binary": m = (m > 0).float()
         elif mode == "binary":  # straight from the file's size to the latents, as their code does
-            m = binary_latent_mask(load_mask(mask, name=f"mask of style {j + 1}"), hw)
+            m = load_mask(mask, name=f"mask of style {j + 1}")
+            w, h = source.original_size
+            if abs(m.shape[1] / m.shape[0] - w / h) > 0.01:   # the latents follow the content's own resize; only the content's shape matters
+                warnings.warn(f"mask of style {j + 1} is {m.shape[1]}x{m.shape[0]}, the content {w}x{h}: the aspect ratio changes; check that this mask belongs to this image.")
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="mask is .* but the latents are")
+                m = binary_latent_mask(m, hw)
         else: m = to_latent_mask(load_mask(mask, size=source.original_size, name=f"mask of style {j + 1}"), hw)
         return m.to(self.pipe.unet.device, torch.float32)
 
