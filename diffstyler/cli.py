@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_cli.ipynb #b287e76c
 from __future__ import annotations
-import argparse, contextlib, logging, signal, sys, traceback, warnings
+import argparse, contextlib, logging, re, signal, sys, traceback, warnings
 from pathlib import Path
 from typing import Optional, Sequence, List
 import yaml
@@ -13,8 +13,8 @@ from .core import DiffStylerError, InputError, PRESETS
 from .runs import (train_lora_job, invert_job, transfer_job, run, toy_train_job, toy_eval_job, demo)
 
 # %% auto #0
-__all__ = ['cmd_train_lora', 'cmd_invert', 'cmd_transfer', 'cmd_run', 'cmd_demo', 'cmd_toy_train', 'cmd_toy_eval', 'build_parser',
-           'main']
+__all__ = ['PY_NAMES', 'cmd_train_lora', 'cmd_invert', 'cmd_transfer', 'cmd_run', 'cmd_demo', 'cmd_toy_train', 'cmd_toy_eval',
+           'show_defaults', 'cli_words', 'build_parser', 'main']
 
 # %% ../nbs/10_cli.ipynb #77dd51a2
 def _progress(args) -> bool: return not getattr(args, "quiet", False)
@@ -34,7 +34,7 @@ def cmd_transfer(args) -> Path:
                         feature_steps=args.feature_steps, attention_steps=args.attention_steps, guidance=args.guidance,
                         negative_prompt=args.negative_prompt, seed=args.seed, steps=args.steps,
                         inversion_steps=args.inversion_steps, model=args.model, overwrite=args.overwrite, device=args.device,
-                        progress=_progress(args))
+                        progress=_progress(args), fastsam_checkpoint=args.fastsam_checkpoint)
 
 def _overrides(sets) -> dict:
     "--set KEY=VALUE (repeated) -> {KEY: VALUE read as YAML}."
@@ -73,6 +73,26 @@ def _common(p, model=True):
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (otherwise they are never touched)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="show tracebacks and library logs")
+
+def show_defaults(parser: argparse.ArgumentParser):
+    "End every option's help with its default, also where it has no help text (argparse's ArgumentDefaultsHelpFormatter skips those)."
+    for a in parser._actions:
+        text = a.help or ""
+        if a.option_strings and not any(a.default is v for v in (None, False, argparse.SUPPRESS)) and "default" not in text.lower():
+            a.help = f"{text} (default: %(default)s)".strip()
+
+PY_NAMES = {"save_to": "out"}   # train_lora(save_to=...) is `diffstyler train-lora --out`
+
+def cli_words(message: str, parser: argparse.ArgumentParser) -> str:
+    "Say `name=value` hints of library errors as the command's options: 'pass resume=True' -> 'pass --resume'."
+    flags = {o[2:].replace("-", "_"): o for a in parser._actions for o in a.option_strings if o.startswith("--")}
+    for py, opt in PY_NAMES.items():   # Python names that the command spells otherwise
+        if opt in flags: message = re.sub(rf"(?<![\w-]){py}\b(?!=)", flags[opt], message); flags[py] = flags[opt]
+    def say(m):
+        name, value = m.group(1), m.group(2)
+        if name not in flags: return m.group(0)
+        return flags[name] if value == "True" else f"{flags[name]} {value}"
+    return re.sub(r"(?<![\w-])([a-z][a-z0-9_]*)=(True|[0-9][0-9.e+-]*|'[^']*')(?![\w=])", say, message)
 
 def build_parser() -> argparse.ArgumentParser:
     "The `diffstyler` argument parser with all subcommands."
@@ -120,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default 50, or the trajectory's)")
     p.add_argument("--inversion-steps", type=int, default=None, help="default 1000")
     p.add_argument("--seed", type=int, default=0); p.add_argument("--out", required=True, help="output image (.png, .jpg)")
+    p.add_argument("--fastsam-checkpoint", default=None, metavar="FILE.pt", help="FastSAM weights for text-prompt masks (default: FastSAM-s.pt or FastSAM-x.pt found locally)")
     _common(p); p.set_defaults(func=cmd_transfer)
     p = sub.add_parser("run", help="run transfers from a YAML file (one run or a list; the authors' keys), or a content x style x preset grid",
                        description="Run one or more transfers from CONFIG.yaml (keys: image_path, output_path, lora_name, mask, prompt_gene, "
@@ -147,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=48); p.add_argument("--seed", type=int, default=1234); p.add_argument("--steps", type=int, default=25)
     p.add_argument("--no-style", action="store_true", help="skip the style-transfer bars (LoRA training and transfers, about a minute)")
     _common(p); p.set_defaults(func=cmd_toy_eval)
+    for p in sub.choices.values(): show_defaults(p)   # every option shows its default in --help
     return ap
 
 # %% ../nbs/10_cli.ipynb #c1a580e7
@@ -195,7 +217,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             result = args.func(args)
     except DiffStylerError as e:
         if debug: traceback.print_exc()
-        print(f"diffstyler {args.cmd}: error: {e}", file=sys.stderr)
+        print(f"diffstyler {args.cmd}: error: {cli_words(str(e), parser._subparsers._group_actions[0].choices[args.cmd])}", file=sys.stderr)
         return 2
     except (PermissionError, IsADirectoryError, FileNotFoundError) as e:   # a write refused after the checks (races, odd filesystems)
         if debug: traceback.print_exc()

@@ -68,6 +68,7 @@ def inversion_timesteps(scheduler, num_inversion_steps: int, num_steps: int) -> 
 def ddim_invert(unet, scheduler, z0: torch.Tensor, cond: torch.Tensor, num_inversion_steps: int = 1000,
                 num_steps: int = 50, progress: bool = True) -> torch.Tensor:
     "DDIM-invert `z0`; return the latents at the `num_steps` sampling timesteps, ordered like sampling (noisiest first)."
+    scheduler = ddim_scheduler(scheduler.config)   # the pipeline may carry DPMSolver, Euler, ...: DDIM from its config
     ts = inversion_timesteps(scheduler, num_inversion_steps, num_steps)
     keep = set(sampling_timesteps(scheduler, num_steps).tolist())
     ac = scheduler.alphas_cumprod.to(z0.device, torch.float32)

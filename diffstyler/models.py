@@ -24,8 +24,16 @@ SD21_SCHEDULER = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.0
                       timestep_spacing="leading")
 
 def ddim_scheduler(config: Optional[dict] = None) -> DDIMScheduler:
-    "A deterministic DDIM scheduler from a model's scheduler config (default: SD 2.1-base's)."
+    """A deterministic DDIM scheduler from a model's scheduler config (default: SD 2.1-base's).
+
+    Any scheduler of the DDPM family (DDIM, PNDM, DPMSolver, Euler, ... as SD pipelines ship them) works: its betas,
+    prediction type and timestep spacing are kept, and DiffStyler's inversion and sampling always run DDIM (paper
+    Sec. III). A config without a beta schedule (flow matching) raises an `InputError`."""
     cfg = dict(SD21_SCHEDULER if config is None else config)
+    if "beta_schedule" not in cfg and cfg.get("trained_betas") is None:
+        kind = cfg.get("_class_name") or "this scheduler"
+        raise InputError(f"{kind} has no beta schedule (a flow-matching model?): DiffStyler's DDIM inversion needs an SD 1.x/2.x "
+                         "noise schedule; load an SD 1.x/2.x pipeline (e.g. 'sd21-base').")
     return DDIMScheduler.from_config(cfg)
 
 # %% ../nbs/01_models.ipynb #d20be1df

@@ -17,9 +17,9 @@ from .registry import model_for_sd_version, DEFAULT_SD
 # %% auto #0
 __all__ = ['MAX_STEPS', 'STEPS_FIX', 'IMAGE_SUFFIXES', 'MASK_SUFFIXES', 'RUN_KEYS', 'META_KEYS', 'AUTHORS_KEYS', 'DEMO_FILES',
            'config_path', 'check_writable', 'check_outputs', 'package_info', 'write_config', 'toy_available',
-           'default_model', 'get_pipeline', 'classify_mask', 'check_plan', 'run_plan', 'load_runs', 'is_authors_run',
-           'authors_root', 'run_to_plan', 'demo_grid', 'demo', 'train_lora_job', 'invert_job', 'transfer_job', 'run',
-           'toy_train_job', 'toy_eval_job']
+           'default_model', 'get_pipeline', 'small_model_notice', 'classify_mask', 'check_plan', 'run_plan',
+           'load_runs', 'is_authors_run', 'authors_root', 'run_to_plan', 'demo_grid', 'demo', 'train_lora_job',
+           'invert_job', 'transfer_job', 'run', 'toy_train_job', 'toy_eval_job']
 
 # %% ../nbs/11_runs.ipynb #8618a9ff
 def config_path(out) -> Path:
@@ -82,6 +82,18 @@ def get_pipeline(model: Optional[str] = None, device=None):
     except ModelNotAvailableError as e:
         if model == "toy": raise ModelNotAvailableError(f"{e} Or pass --model {DEFAULT_SD} on a GPU (the paper's model), or --model tiny (random weights, for tests).") from None
         raise
+
+def small_model_notice(pipe, image, model: Optional[str] = None) -> bool:
+    """Warn, in plain words, when a picture at least twice the native size of a small CPU model (the toy's 64 px, the
+    tiny pipeline's) goes through it: it is styled at that size and scaled back, so the result looks blurry. The text
+    names no file, so the CLI prints it once per command. Returns whether it warned."""
+    from diffstyler.models import image_size
+    size = image_size(pipe)
+    w, h = load_image(image, name="image").size
+    if size >= 256 or min(w, h) < 2 * size: return False
+    warnings.warn(f"model '{model or 'toy'}' works at {size} px: larger pictures are styled at {size} px and scaled back, so results "
+                  f"look blurry; on a GPU pass --model {DEFAULT_SD} (the paper's model, 512 px).")
+    return True
 
 # %% ../nbs/11_runs.ipynb #a02ee4f4
 MAX_STEPS = 999   # SD's scheduler (steps_offset=1) puts timestep 1000, which does not exist, on a 1000-step grid
@@ -201,7 +213,7 @@ def check_plan(plan: dict, overwrite: bool = False) -> dict:
             raise InputError(f"mask '{m}' is a text prompt for FastSAM, which needs the content image: pass the image, not a trajectory without its config.")
         else:
             from diffstyler.masks import find_fastsam_checkpoint
-            try: find_fastsam_checkpoint()
+            try: find_fastsam_checkpoint(p.get("fastsam_checkpoint"))
             except InputError as e: raise InputError(f"mask '{m}' is a FastSAM text prompt (not a file), but {e}") from None
         kinds.append((kind, val))
     p["mask_specs"] = kinds
@@ -223,7 +235,7 @@ def _masks_for(p, content_img):
     from diffstyler.masks import fastsam
     out = []
     for kind, val in p["mask_specs"]:
-        out.append(str(val) if kind == "file" else fastsam(content_img, text=val))
+        out.append(str(val) if kind == "file" else fastsam(content_img, text=val, checkpoint=p.get("fastsam_checkpoint")))
     return out
 
 def run_plan(p: dict, cache: Optional[dict] = None, progress: bool = True, device=None, overwrite: bool = False) -> Path:
@@ -258,6 +270,7 @@ def run_plan(p: dict, cache: Optional[dict] = None, progress: bool = True, devic
     if p.get("negative_prompt") is not None: kw["negative_prompt"] = p["negative_prompt"]
     cfg = cfg.replace(**kw)
     if p["source"] is None:
+        small_model_notice(ds.pipe, p["content"], model)
         inv = p.get("inversion_steps") or 1000
         record = cfg if cfg.source == "base" else None
         skey = ("invert", model, _abs(p["content"]), inv, steps, json.dumps(None if record is None else record.to_dict(), sort_keys=True))
@@ -295,7 +308,8 @@ def run_plan(p: dict, cache: Optional[dict] = None, progress: bool = True, devic
 # %% ../nbs/11_runs.ipynb #d6fcb7c4
 RUN_KEYS = ("image_path", "content", "source", "output_path", "lora_name", "lora", "mask", "prompt_gene", "prompts",
             "guidance_scale", "negative_prompt", "seed", "n_timesteps", "inversion_steps", "pnp_f_t", "pnp_attn_t",
-            "feature_steps", "attention_steps", "preset", "model", "sd_version", "device", "latents_path", "prompt")
+            "feature_steps", "attention_steps", "preset", "model", "sd_version", "device", "latents_path", "prompt",
+            "fastsam_checkpoint")
 META_KEYS = ("command", "diffstyler_version", "torch_version", "python", "created", "seconds", "injection")  # written by us, ignored on reading
 
 def load_runs(path, overrides: Optional[dict] = None) -> List[dict]:
@@ -358,7 +372,6 @@ def run_to_plan(r: dict, root: Path, where: str, model: Optional[str] = None, ou
     overwrites them)."""
     authors = is_authors_run(r)
     if authors: root = authors_root(r, roots or [root])
-    "Map one run's keys (the authors' or ours) onto a transfer plan; paths relative to `root`."
     def rel(v):
         if v in (None, ""): return None
         p = Path(str(v)).expanduser()
@@ -406,7 +419,8 @@ def run_to_plan(r: dict, root: Path, where: str, model: Optional[str] = None, ou
                 prompts=_split(both("prompt_gene", "prompts")), guidance=r.get("guidance_scale"),
                 negative_prompt=r.get("negative_prompt"), seed=r.get("seed"), steps=steps,
                 inversion_steps=r.get("inversion_steps"), feature_steps=fs, attention_steps=at,
-                preset=r.get("preset") or ("official" if authors else None), model=mdl, root=root, out_in_folder=("parents" if authors else True) if in_folder else False)
+                preset=r.get("preset") or ("official" if authors else None), model=mdl, root=root, out_in_folder=("parents" if authors else True) if in_folder else False,
+                fastsam_checkpoint=rel(r.get("fastsam_checkpoint")))
 
 # %% ../nbs/11_runs.ipynb #dc4d55b5
 DEMO_FILES = ("grid.png", "metrics.json", "source.safetensors", "lora-stripes", "lora-dots")
@@ -533,6 +547,7 @@ def train_lora_job(style_image, prompt: str, out, model: Optional[str] = None, r
         _say(log, f"resuming from checkpoint step {ck[-1]} in '{out}'" if ck else f"--resume: no checkpoint in '{out}', starting at step 0")
     t0 = time.perf_counter()
     pipe = get_pipeline(model, device)
+    small_model_notice(pipe, style_image, model)
     lora = train_lora(pipe, style_image, prompt, rank=rank, alpha=alpha or rank, steps=steps,
                       lr=lr, seed=seed, save_to=out, name=name, checkpoint_every=checkpoint_every or None,
                       resume=resume, progress=progress, overwrite=overwrite)
@@ -556,6 +571,7 @@ def invert_job(content_image, out, model: Optional[str] = None, inversion_steps:
     t0 = time.perf_counter()
     from diffstyler.transfer import DiffStyler
     ds = DiffStyler(get_pipeline(model, device))
+    small_model_notice(ds.pipe, content_image, model)
     rec = "all" if record == "all" else InjectionConfig.preset(record, steps)
     src = ds.invert(content_image, inv, steps, record=rec, progress=progress)
     src.save(out, overwrite=overwrite)
@@ -568,12 +584,12 @@ def transfer_job(content, loras, out, masks: Sequence = (), prompts: Sequence = 
                  feature_steps: Optional[int] = None, attention_steps: Optional[int] = None, guidance: Optional[float] = None,
                  negative_prompt: Optional[str] = None, seed: int = 0, steps: Optional[int] = None,
                  inversion_steps: Optional[int] = None, model: Optional[str] = None, overwrite: bool = False, device=None,
-                 progress: bool = True) -> Path:
+                 progress: bool = True, fastsam_checkpoint=None) -> Path:
     "Style `content` (image or saved trajectory) with `loras` (one per mask), checked first; writes `out` and its config (`diffstyler transfer`)."
     plan = dict(content=content, loras=list(loras), masks=list(masks), prompts=list(prompts), preset=preset,
                 feature_steps=feature_steps, attention_steps=attention_steps, guidance=guidance,
                 negative_prompt=negative_prompt, seed=seed, steps=steps, inversion_steps=inversion_steps,
-                model=model, out=out)
+                model=model, out=out, fastsam_checkpoint=fastsam_checkpoint)
     p = check_plan(plan, overwrite)
     return run_plan(p, progress=progress, device=device, overwrite=overwrite)
 
