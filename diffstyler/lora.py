@@ -20,8 +20,9 @@ from .models import encode_image, encode_text, image_size, size_multiple
 
 # %% auto #0
 __all__ = ['WEIGHT_NAME', 'INFO_NAME', 'STATE_NAME', 'METADATA_KEY', 'INFO_KEY', 'PICKLE_SUFFIXES', 'lora_parameter_count',
-           'StyleLoRA', 'adapter_names', 'use_adapter', 'delete_lora', 'lora_state_dict', 'save_lora', 'train_lora',
-           'style_loss', 'resolve_lora_path', 'LoraModule', 'parse_lora', 'check_lora_compatible', 'load_lora']
+           'StyleLoRA', 'adapter_names', 'AdapterBank', 'use_adapter', 'delete_lora', 'lora_state_dict', 'save_lora',
+           'train_lora', 'style_loss', 'resolve_lora_path', 'LoraModule', 'parse_lora', 'check_lora_compatible',
+           'load_lora']
 
 # %% ../nbs/04_lora.ipynb #da437388
 def _train_scheduler(pipe):
@@ -98,56 +99,113 @@ def _check_loaded(unet, name: str):
         raise InputError(f"no LoRA adapter named {name!r} in this UNet (loaded: {names or 'none'}): "
                          f"train or load it first, or pick one of the loaded names.")
 
-def _swap_merged(records, merged: bool):
-    "Put the merged (True) or the original (False) base weights into place; each record is (parameter, original, merged)."
-    for p, orig, mer in records: p.data = mer if merged else orig
+class _SelectedWeight:
+    "Stands in for an adapted layer's base `forward`: the layer computed with the weight the bank selects for each block of the batch."
+    def __init__(self, bank, i: int, base):
+        self.bank, self.i, self.base = bank, i, base
+        self.op = base._conv_forward if isinstance(base, torch.nn.Conv2d) else (lambda x, w, b: F.linear(x, w, b))
+    def __call__(self, x, *args, **kwargs):
+        sel, i, b = self.bank.selected, self.i, self.base.bias
+        if len(sel) == 1: return self.op(x, sel[0][i], b)
+        if x.shape[0] % len(sel):
+            raise InputError(f"a batch of {x.shape[0]} does not split into {len(sel)} equal blocks, one per selected adapter.")
+        return torch.cat([self.op(part, s[i], b) for part, s in zip(x.chunk(len(sel)), sel)])
+
+class AdapterBank:
+    """The adapted layers of a UNet with, per adapter, the merged weights `W + scale * B @ A` (peft's `get_delta_weight`),
+    each computed once; `select` chooses the adapter of the next passes (one, or one per equal block of the batch) in O(1).
+
+    Built by `use_adapter` (one walk of the UNet per `with` block); the merged weights live as long as the block."""
+    def __init__(self, unet):
+        self.unet, self.layers = unet, _tuner_layers(unet)
+        self.bases = [m.get_base_layer() for m in self.layers]
+        self._weights, self.installed, self._own = {}, False, []
+        self.selected = (self.weights(None),)
+
+    def weights(self, name: Optional[str], without: Sequence[str] = ()) -> list:
+        "The weight of every adapted layer with adapter `name` merged (None: the base weights), off in the modules `without` names."
+        key = (name, tuple(sorted(str(p).rstrip(".") for p in without)))
+        if key not in self._weights:
+            off = self.off(key[1]) if name is not None else set()
+            with torch.no_grad():
+                self._weights[key] = [b.weight if name is None or id(m) in off or name not in getattr(m, "lora_A", {})
+                                      else b.weight.data + m.get_delta_weight(name).to(b.weight.dtype)
+                                      for m, b in zip(self.layers, self.bases)]
+        return self._weights[key]
+
+    def off(self, without: Sequence[str]) -> set:
+        "ids of the adapted layers inside the modules `without` names (a name or a prefix ending at a '.')."
+        prefixes = tuple(str(p).rstrip(".") for p in without)
+        if not prefixes: return set()
+        ids, starts = {id(m) for m in self.layers}, tuple(p + "." for p in prefixes)
+        return {id(m) for n, m in self.unet.named_modules() if id(m) in ids and (n in prefixes or n.startswith(starts))}
+
+    def select(self, *weights: list):
+        "The next passes compute with these weight lists (from `weights`): one for the whole batch, or one per equal block of rows."
+        if not weights: raise InputError("select() needs at least one weight list: bank.select(bank.weights(name)).")
+        self.selected = weights
+
+    def install(self):
+        "Put the stand-in `forward` on every adapted layer (a `forward` another library set on it is put back by `uninstall`)."
+        bad = sorted({type(b).__name__ for b in self.bases if not isinstance(b, (torch.nn.Linear, torch.nn.Conv2d))})
+        if bad: raise InputError(f"LoRA on {bad} layers cannot run merged here (Linear and Conv2d only): use merged=False.")
+        self._own = [b.__dict__.get("forward") for b in self.bases]
+        for i, b in enumerate(self.bases): b.forward = _SelectedWeight(self, i, b)
+        self.installed = True
+        self.unet._ds_bank = self
+    def uninstall(self):
+        for b, f in zip(self.bases, self._own):
+            if f is not None: b.forward = f
+            else: b.__dict__.pop("forward", None)
+        self.installed = False
+        self.unet._ds_bank = None
+        self._weights.clear()
 
 @contextlib.contextmanager
-def use_adapter(unet, name: Optional[str], merged: Optional[bool] = None, without: Sequence[str] = ()):
-    """Within the block, only adapter `name` is active in `unet` (None: all adapters off, the base UNet); restores the previous state on exit.
+def use_adapter(unet, name, merged: Optional[bool] = None, without: Sequence[str] = ()):
+    """Within the block, only adapter `name` is active in `unet` (None: all adapters off, the base UNet); restores the previous
+    state on exit. Yields the `AdapterBank`, whose `select` switches adapters within the block without walking the UNet.
 
-    merged (default: when autograd is off, i.e. inference): the adapter's update `scaling * B @ A` (peft's `get_delta_weight`) is
-    added into a copy of each base weight for the block, the way `fuse_lora` or a hand-merged checkpoint computes, and the
-    original tensors are put back on exit (exactly: nothing is subtracted). This is what the adapter's author's merged UNet
-    computes bit for bit, and it is faster than the two extra matmuls per layer; training (autograd on) keeps the LoRA path.
-
+    name: an adapter name, None, or a sequence of them: one per equal block of the batch (several styles in one UNet call;
+    merged only).
+    merged (default: when autograd is off, i.e. inference): each adapted layer computes with `W + scaling * B @ A`, the way
+    `fuse_lora` or a hand-merged checkpoint computes (bit for bit), instead of adding the two LoRA matmuls; the base weights
+    are never modified. Training (autograd on) keeps peft's LoRA path.
     without: module names (or prefixes, e.g. 'up_blocks.2.attentions.0.transformer_blocks.0.attn1') where the adapter stays off,
     as in the DiffStyler authors' pinned diffusers 0.17.1, whose patched attention modules never ran the LoRA processor."""
     unet = _unet(unet)
-    if name is not None: _check_loaded(unet, name)
-    layers = _tuner_layers(unet)
-    if any(getattr(m, "merged", False) for m in layers):
-        raise InputError("LoRA weights are fused into this UNet (pipe.fuse_lora): call pipe.unfuse_lora() before switching adapters.")
-    off = set()
-    if without:
-        prefixes = tuple(str(p).rstrip(".") for p in without)
-        ids = {id(m) for m in layers}
-        off = {id(m) for n, m in unet.named_modules() if id(m) in ids and (n in prefixes or n.startswith(tuple(p + "." for p in prefixes)))}
-    if merged is None: merged = name is not None and not torch.is_grad_enabled()
-    outer = getattr(unet, "_ds_merged", None)   # an enclosing merged block: take its weights out while this one runs
-    if outer: _swap_merged(outer, False)
+    names = list(name) if isinstance(name, (list, tuple)) else [name]
+    if not names: raise InputError("name=[] selects nothing: give an adapter name, None, or one name per block of the batch.")
+    for n in names:
+        if n is not None: _check_loaded(unet, n)
+    if merged is None: merged = any(n is not None for n in names) and not torch.is_grad_enabled()
+    if len(names) > 1 and not merged:
+        raise InputError(f"one adapter per block of the batch ({names}) runs merged only: call it under torch.no_grad(), merged=True.")
+    bank = getattr(unet, "_ds_bank", None)   # an enclosing block's bank: reuse it (its layers are already stood in for)
+    outer = bank is not None
+    if not outer:
+        bank = AdapterBank(unet)
+        if any(getattr(m, "merged", False) for m in bank.layers):
+            raise InputError("LoRA weights are fused into this UNet (pipe.fuse_lora): call pipe.unfuse_lora() before switching adapters.")
     # peft's own switches (set_adapter / enable_adapters) also flip requires_grad on adapter weights; selection for a
     # forward pass must not, so we set the two fields the LoRA layers read in forward() and put them back afterwards.
-    saved = [(m, m._active_adapter, m._disable_adapters) for m in layers]
-    records = []
+    saved, selected = [(m, m._active_adapter, m._disable_adapters) for m in bank.layers], bank.selected
     try:
-        with torch.no_grad():
-            for m in layers:
-                if name is None or id(m) in off: m._disable_adapters = True
-                elif merged:
-                    m._disable_adapters = True        # the LoRA branch is off: the merged weight carries the update
-                    if name in getattr(m, "lora_A", {}):
-                        w = m.get_base_layer().weight
-                        records.append((w, w.data, w.data + m.get_delta_weight(name).to(w.dtype)))
-                else: m._active_adapter, m._disable_adapters = [name], False
-        _swap_merged(records, True)
-        unet._ds_merged = records
-        yield unet
+        if merged or all(n is None for n in names):
+            if not outer: bank.install()
+            for m in bank.layers: m._disable_adapters = True   # the LoRA branch is off: the merged weight carries the update
+            bank.select(*[bank.weights(n, without) for n in names])
+        else:                                                   # peft's LoRA path (training), on the base weights
+            bank.select(bank.weights(None))
+            off = bank.off(without)
+            for m in bank.layers:
+                if id(m) in off: m._disable_adapters = True
+                else: m._active_adapter, m._disable_adapters = [names[0]], False
+        yield bank
     finally:
-        _swap_merged(records, False)
         for m, active, disabled in saved: m._active_adapter, m._disable_adapters = active, disabled
-        unet._ds_merged = outer
-        if outer: _swap_merged(outer, True)
+        bank.selected = selected
+        if not outer and bank.installed: bank.uninstall()
 
 def _select_only(unet, name: str):
     "Leave adapter `name` as the only active one (what diffusers does after loading)."

@@ -129,9 +129,12 @@ class DiffStyler:
     def transfer(self, source: SourceTrajectory, style=None, prompt: str = "", config: Optional[InjectionConfig] = None,
                  guidance_scale: Optional[float] = None, negative_prompt: Optional[str] = None, mask=None,
                  styles: Optional[Sequence] = None, generator: Optional[torch.Generator] = None, progress: bool = True,
-                 probe: Optional[InjectionConfig] = None, callback: Optional[Callable[[int, torch.Tensor], None]] = None
-                 ) -> TransferResult:
-        "Style `source` with one LoRA (optionally masked) or several `styles=[(lora, mask, prompt), ...]`."
+                 probe: Optional[InjectionConfig] = None, callback: Optional[Callable[[int, torch.Tensor], None]] = None,
+                 batch_styles: bool = True) -> TransferResult:
+        """Style `source` with one LoRA (optionally masked) or several `styles=[(lora, mask, prompt), ...]`.
+
+        batch_styles: several styles run as one UNet call per step (batch K x 2, one adapter per block of rows); False runs
+        one call per style (the same numbers to float round-off; the authors' structure)."""
         t_start = time.perf_counter()
         if not isinstance(source, SourceTrajectory): raise InputError("source must be a SourceTrajectory from DiffStyler.invert().")
         config = (config or InjectionConfig.paper()).scaled(source.num_steps)
@@ -165,32 +168,42 @@ class DiffStyler:
         base_needed = config.fusion == "noise" and masked
         ctl = InjectionController()
 
-        def predict(i, t, z, s: Optional[Style], cfg, recorder):
-            emb = cond(s.prompt if s is not None else "")
-            x = z.expand(emb.shape[0], *z.shape[1:])
-            if in_batch: x, emb = torch.cat([source.inverted[i:i + 1].to(z), x]), torch.cat([e0, emb])
-            ctl.configure(inject=cfg, source=None if in_batch else source.store, record=probe if recorder is not None else None,
-                          recorder=recorder)
-            with use_adapter(unet, s.adapter if s is not None else None, without=lora_off) if switch else contextlib.nullcontext():
-                out = unet(x.to(dtype), t, encoder_hidden_states=emb.to(dtype)).sample.float()
-            if in_batch: out = out[1:]
-            return out if g == 1 else out[:1] + g * (out[1:2] - out[:1])
+        def predict(i, t, z, block: List[Optional[Style]], cfg, recorders) -> List[torch.Tensor]:
+            "One UNet call for the styles in `block`, each a block of rows ([uncond, cond], after the source row in-batch); one prediction per style."
+            xs, embs = [], []
+            for s in block:
+                emb = cond(s.prompt if s is not None else "")
+                x = z.expand(emb.shape[0], *z.shape[1:])
+                if in_batch: x, emb = torch.cat([source.inverted[i:i + 1].to(z), x]), torch.cat([e0, emb])
+                xs.append(x); embs.append(emb)
+            ctl.configure(inject=cfg, source=None if in_batch else source.store, record=probe if recorders else None,
+                          recorder=recorders or None, groups=len(block))
+            bank.select(*[weights[s.adapter if s is not None else None] for s in block])   # O(1): no walk of the UNet
+            out = unet(torch.cat(xs).to(dtype), t, encoder_hidden_states=torch.cat(embs).to(dtype)).sample.float()
+            preds = []
+            for o in out.chunk(len(block)):
+                if in_batch: o = o[1:]
+                preds.append(o if g == 1 else o[:1] + g * (o[1:2] - o[:1]))
+            return preds
 
         z = source.inverted[:1].to(unet.device, torch.float32)   # a trajectory loaded from disk may sit on the CPU
         traj = [z]
-        switch = len(passes) > 1 or base_needed   # one pass: select its adapter once, not at every step
         # the pinned-environment switch: the attention modules the rule names keep the LoRA off at every step
         lora_off = [n.rsplit(".processor", 1)[0] for L in self.layers for kind, names in (("self", L.self_attn), ("cross", L.cross_attn))
                     for n in names if config.lora_off(kind, L.index)]
-        with hooked(unet, ctl), use_adapter(unet, passes[0].adapter, without=lora_off) if not switch else contextlib.nullcontext():
+        # several styles: one UNet call of K blocks (one adapter per block) instead of K calls; the base pass of noise
+        # fusion keeps its own call, since its injection schedule (base_steps) differs from the styles'
+        blocks = [list(range(len(passes)))] if batch_styles else [[j] for j in range(len(passes))]
+        with hooked(unet, ctl), use_adapter(unet, passes[0].adapter, without=lora_off) as bank:
+            weights = {a: bank.weights(a, lora_off) for a in {s.adapter for s in passes} | {None}}   # merged once per transfer
             for i, t in enumerate(tqdm(sched.timesteps, desc="DiffStyler", disable=not progress, leave=False)):
                 ctl.step, ctl.timestep = i, int(t)
-                preds = [predict(i, t, z, s, config, probe_stores[j] if probe_stores else None) for j, s in enumerate(passes)]
+                preds = [p for b in blocks for p in predict(i, t, z, [passes[j] for j in b], config, [probe_stores[j] for j in b] if probe_stores else None)]
                 if config.fusion == "latent":
                     outs = [sched.step(p, t, z, generator=generator).prev_sample for p in preds]
                     z = sum(m * o for m, o in zip(masks, outs)) + outside * source.latents[i + 1:i + 2].to(z) if masked else outs[0]
                 else:
-                    if base_needed: pred = sum(m * p for m, p in zip(masks, preds)) + outside * predict(i, t, z, None, base_cfg, None)
+                    if base_needed: pred = sum(m * p for m, p in zip(masks, preds)) + outside * predict(i, t, z, [None], base_cfg, None)[0]
                     else: pred = preds[0]
                     z = sched.step(pred, t, z, generator=generator).prev_sample
                 check_finite(z, f"the styled pass at step {i + 1} of {source.num_steps} (LoRA {', '.join(repr(s.adapter) for s in passes)})")

@@ -87,12 +87,19 @@ def test_mask_of_other_size_is_resized_with_a_warning(styler, source):
 def test_official_masked_run_uses_noise_fusion(styler, source):
     left = torch.zeros(48, 80); left[:, :40] = 1
     off = ds.InjectionConfig.official(num_steps=STEPS)
+    two = [(None, left, "red"), (None, 1 - left, "blue")]
     with UNetCalls(styler.pipe.unet) as calls:
-        r = styler.transfer(source, styles=[(None, left, "red"), (None, 1 - left, "blue")], config=off, progress=False)
+        r = styler.transfer(source, styles=two, config=off, progress=False, batch_styles=False)
     assert calls.n == 3 * STEPS, calls.n        # the authors' structure: base + 2 LoRA passes per step (each on batch 3)
     with UNetCalls(styler.pipe.unet) as calls:
-        styler.transfer(source, styles=[(None, left, "red"), (None, 1 - left, "blue")], progress=False)
+        styler.transfer(source, styles=two, config=off, progress=False)
+    assert calls.n == 2 * STEPS, calls.n        # batched (issue 19): both LoRA passes in one call of batch 6, the base pass apart
+    with UNetCalls(styler.pipe.unet) as calls:
+        styler.transfer(source, styles=two, progress=False, batch_styles=False)
     assert calls.n == 2 * STEPS, calls.n        # the paper's: 2 styled passes, the outside comes from the cache
+    with UNetCalls(styler.pipe.unet) as calls:
+        styler.transfer(source, styles=two, progress=False)
+    assert calls.n == STEPS, calls.n            # ... batched: one call of batch 4 per step
     assert r.trajectory.shape[0] == STEPS + 1
     with pytest.raises(ds.InputError, match="source='lora' needs fusion='noise'"):
         off.replace(fusion="latent")
