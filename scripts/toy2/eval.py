@@ -49,7 +49,7 @@ def caption_bars(pipe, net, n=48, guidance=7.5, steps=25, seed=1234):
     rng = np.random.default_rng(seed)
     specs = [(SHAPES[rng.integers(4)], list(COLORS)[rng.integers(4)], list(BACKGROUNDS)[rng.integers(3)],
               BASE_STYLES[k % len(BASE_STYLES)]) for k in range(n)]
-    prompts = [f"a {c} {s} on {b} background, {st} style" for s, c, b, st in specs]
+    prompts = [caption(dict(shapes=[(s, c)], background=b), st) for s, c, b, st in specs]  # the training captions' word order
     images = []
     for i in range(0, n, 16):
         g = torch.Generator().manual_seed(seed + i)

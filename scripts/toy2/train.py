@@ -69,6 +69,7 @@ def main(argv=None):
     ap.add_argument("--latent-channels", type=int, default=24); ap.add_argument("--pred", default="sample")
     ap.add_argument("--ckpt-minutes", type=float, default=10); ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--log-every", type=int, default=25); ap.add_argument("--phase", default="1")
+    ap.add_argument("--init", default=None, help="start a new phase from this checkpoint folder's UNet (fresh optimizer, new budget)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     run = Path(a.root) / a.name; run.mkdir(parents=True, exist_ok=True)
@@ -84,6 +85,9 @@ def main(argv=None):
     style_only = pipe.tokenizer([f"{s} style" for s in BASE_STYLES], padding="max_length",
                                 max_length=pipe.tokenizer.model_max_length, return_tensors="pt").input_ids
     acp = pipe.scheduler.alphas_cumprod.float()
+    if a.init:  # a new phase on a new budget: the previous phase's (EMA) UNet as the starting point
+        from diffusers import UNet2DConditionModel
+        unet.load_state_dict(UNet2DConditionModel.from_pretrained(str(Path(a.init) / "unet"), torch_dtype=torch.float32).state_dict())
     ema = copy.deepcopy(unet).eval().requires_grad_(False)
     unet.train().requires_grad_(True)
     opt = torch.optim.AdamW(unet.parameters(), lr=a.lr, weight_decay=0.01)

@@ -53,8 +53,10 @@ def sample_layout(rng: np.random.Generator, max_objects: int = 2) -> dict:
 
 
 def caption(layout: dict, style: str) -> str:
+    """The style word comes first: the toy's text encoder is causal (CLIP's mask), so a word's embedding depends only on
+    the words before it; first, the style word's token means one thing in every caption (run r2 put it last)."""
     objs = " and ".join(f"a {c} {s}" for s, c in layout["shapes"])
-    return f"{objs} on {layout['background']} background, {style} style"
+    return f"{style} style, {objs} on {layout['background']} background"
 
 
 # ---------------------------------------------------------------------------------------------------------- styles
