@@ -4,19 +4,21 @@
 
 # %% ../nbs/03_inversion.ipynb #c7675638
 from __future__ import annotations
-import json, math, time
+import dataclasses, json, math, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Tuple, Union
 import torch
 from tqdm.auto import tqdm
-from .core import InjectionConfig, InputError, check_int_range, prepare_image, postprocess_image, atomic_write
+from .core import InjectionConfig, InputError, PRESET_TABLE, PRESET_TABLE, PRESET_TABLE, PRESET_TABLE, check_int_range, prepare_image, postprocess_image, atomic_write
 from .models import encode_text, encode_image, decode_latents, image_size, ddim_scheduler, size_multiple
 from .hooks import FeatureStore, InjectionController, hooked, decoder_layers, attention_layer_indices
 
 # %% auto #0
-__all__ = ['model_eps', 'ddim_move', 'check_finite', 'sampling_timesteps', 'inversion_timesteps', 'ddim_invert',
-           'SourceTrajectory', 'record_all', 'source_pass', 'invert', 'sd21_cache_bytes']
+__all__ = ['model_eps', 'ddim_move', 'check_finite', 'sampling_timesteps', 'inversion_timesteps', 'inversion_step',
+           'inversion_residual', 'ddim_invert', 'cache_keys', 'RecordPlan', 'record_all', 'record_plan',
+           'OffloadedStore', 'SourceTrajectory', 'source_pass', 'invert', 'decoder_shapes', 'cache_bytes',
+           'prefetch_bytes', 'sd21_cache_bytes']
 
 # %% ../nbs/03_inversion.ipynb #304b732b
 def model_eps(scheduler, output: torch.Tensor, sample: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
@@ -64,10 +66,40 @@ def inversion_timesteps(scheduler, num_inversion_steps: int, num_steps: int) -> 
     return ts[ts <= samp[0]]
 
 # %% ../nbs/03_inversion.ipynb #3e1009c1
+def inversion_step(unet, scheduler, z: torch.Tensor, t: int, a_from: torch.Tensor, a_to: torch.Tensor, cond: torch.Tensor,
+                   fixed_point_iters: int = 0) -> torch.Tensor:
+    """One deterministic DDIM inversion step: latent `z` [B, C, h, w] at noise level `a_from` (alpha-bar) -> the latent at
+    timestep `t` (level `a_to`), float32.
+
+    Plain DDIM (`fixed_point_iters=0`, the paper's) evaluates the UNet on `z` itself: it assumes the noise estimate at `t`
+    equals the one at the current latent, which is why it needs small steps (1000 in the paper). The exact inverse of the
+    sampling step is the fixed point z_t = ddim_move(z, eps(z_t, t), a_from, a_to), and each of the `fixed_point_iters`
+    iterations costs one more UNet call: z_t <- ddim_move(z, eps(z_t), ...). Source: fixed-point inversion as in Pan et al.,
+    "Effective Real Image Editing with Accelerated Iterative Diffusion Inversion" (AIDI), ICCV 2023, arXiv 2309.04907
+    (plain iteration, their baseline before Anderson acceleration), and Garibi et al., "ReNoise: Real Image Inversion
+    Through Iterative Noising", ECCV 2024, arXiv 2403.14602 (the same iteration, called renoising)."""
+    out = unet(z.to(unet.dtype), t, encoder_hidden_states=cond).sample.float()
+    z_t = ddim_move(z, model_eps(scheduler, out, z, a_from), a_from, a_to)   # eps from the current latent (v-pred: its level)
+    for _ in range(fixed_point_iters):
+        out = unet(z_t.to(unet.dtype), t, encoder_hidden_states=cond).sample.float()
+        z_t = ddim_move(z, model_eps(scheduler, out, z_t, a_to), a_from, a_to)
+    return z_t
+
+def inversion_residual(unet, scheduler, z: torch.Tensor, z_t: torch.Tensor, t: int, a_from: torch.Tensor, a_to: torch.Tensor,
+                       cond: torch.Tensor) -> float:
+    """How far one DDIM *sampling* step from `z_t` (timestep `t`, level `a_to`) lands from `z` (level `a_from`): RMS over all
+    elements, in latent units. Zero for an exact inversion step; one extra UNet call."""
+    out = unet(z_t.to(unet.dtype), t, encoder_hidden_states=cond).sample.float()
+    back = ddim_move(z_t, model_eps(scheduler, out, z_t, a_to), a_to, a_from)
+    return float((back - z).pow(2).mean().sqrt())
+
 @torch.no_grad()
 def ddim_invert(unet, scheduler, z0: torch.Tensor, cond: torch.Tensor, num_inversion_steps: int = 1000,
-                num_steps: int = 50, progress: bool = True) -> torch.Tensor:
-    "DDIM-invert `z0`; return the latents at the `num_steps` sampling timesteps, ordered like sampling (noisiest first)."
+                num_steps: int = 50, progress: bool = True, fixed_point_iters: int = 0) -> torch.Tensor:
+    """DDIM-invert `z0` [1, C, h, w]; return the latents [num_steps, C, h, w] at the `num_steps` sampling timesteps, ordered
+    like sampling (noisiest first). `fixed_point_iters` > 0 refines every step by fixed-point iteration (`inversion_step`):
+    (1 + fixed_point_iters) UNet calls per visited timestep."""
+    fixed_point_iters = check_int_range("fixed_point_iters", fixed_point_iters, 0, 100, "0 is the paper's plain DDIM inversion; 2-3 is typical.")
     scheduler = ddim_scheduler(scheduler.config)   # the pipeline may carry DPMSolver, Euler, ...: DDIM from its config
     ts = inversion_timesteps(scheduler, num_inversion_steps, num_steps)
     keep = set(sampling_timesteps(scheduler, num_steps).tolist())
@@ -75,14 +107,140 @@ def ddim_invert(unet, scheduler, z0: torch.Tensor, cond: torch.Tensor, num_inver
     a_prev = torch.tensor(float(scheduler.final_alpha_cumprod), device=z0.device)
     z, saved = z0.float(), {}
     for t in tqdm(ts.tolist(), desc="DDIM inversion", disable=not progress, leave=False):
-        out = unet(z.to(unet.dtype), t, encoder_hidden_states=cond).sample.float()
-        eps = model_eps(scheduler, out, z, a_prev)
-        z = ddim_move(z, eps, a_prev, ac[t]); a_prev = ac[t]
+        z = inversion_step(unet, scheduler, z, t, a_prev, ac[t], cond, fixed_point_iters); a_prev = ac[t]
         check_finite(z, f"DDIM inversion at timestep {t}")
         if t in keep: saved[t] = z
     return torch.cat([saved[t] for t in sorted(saved, reverse=True)])
 
+# %% ../nbs/03_inversion.ipynb #a1c0e001
+def cache_keys(config: InjectionConfig, num_steps: Optional[int] = None) -> frozenset:
+    """The (step, layer, kind) keys of the source cache that a transfer with `config` reads (`FeatureStore.key` form: the
+    cross-attention K, which does not depend on the step, has step None), for `num_steps` sampling steps (default: the
+    config's). Kinds: feature, self_q, self_k, cross_q, cross_k. Presets whose source is computed in the batch
+    (source='lora': the authors' scheme, `official` and `official_2024`) read nothing. With noise fusion the outside-mask
+    base pass injects for `base_steps` too."""
+    c = config.scaled(num_steps) if num_steps is not None else config
+    if c.source == "lora": return frozenset()
+    fs, at = c.feature_steps, c.attention_steps
+    if c.fusion == "noise": fs, at = max(fs, c.base_steps), max(at, c.base_steps)
+    keys = {(s, l, "feature") for s in range(fs) for l in c.feature_layers}
+    for on, kind in ((c.self_attention, "self"), (c.cross_attention, "cross")):
+        if not on: continue
+        for l in c.attention_layers:
+            for s in range(at): keys |= {FeatureStore.key(s, l, f"{kind}_q"), FeatureStore.key(s, l, f"{kind}_k")}
+    return frozenset(keys)
+
+@dataclass(frozen=True)
+class RecordPlan:
+    """What the source pass records: a set of cache keys (`cache_keys`), usually the union of what some configs read.
+    The `InjectionController` asks it `injects_feature` / `injects_attention` like a config (recording Q and K together)."""
+    keys: frozenset
+    num_steps: int
+    name: str = "custom"
+    def injects_feature(self, layer: int, step: int) -> bool: return (step, layer, "feature") in self.keys
+    def injects_attention(self, kind: str, layer: int, step: int) -> bool: return (step, layer, f"{kind}_q") in self.keys
+    def __len__(self): return len(self.keys)
+    def __repr__(self): return f"RecordPlan({self.name!r}: {len(self.keys)} keys, {self.num_steps} steps)"
+    def to_dict(self) -> dict: return dict(name=self.name, num_steps=self.num_steps, keys=len(self.keys))
+
+def record_all(unet, num_steps: int) -> InjectionConfig:
+    "A config covering every decoder layer of `unet` at every step (what `record='all'` records)."
+    return InjectionConfig(feature_layers=tuple(range(len(decoder_layers(unet)))), feature_steps=num_steps,
+                           attention_layers=attention_layer_indices(unet), attention_steps=num_steps,
+                           num_steps=num_steps, name="record-all")
+
+def record_plan(record, num_steps: int, unet=None) -> RecordPlan:
+    """The `RecordPlan` for `record`: 'all' (every layer and step of `unet`: for the analysis chapters and widgets that
+    explore any threshold), None or 'none' (latents only), a preset name ('paper'; 'official' and 'official_2024' read
+    nothing), an `InjectionConfig`, or a list/tuple of these (their union). Configs are scaled to `num_steps`."""
+    items = list(record) if isinstance(record, (list, tuple)) else [record]
+    keys, names = set(), []
+    for r in items:
+        if r is None or r == "none": names.append("none"); continue
+        if isinstance(r, str) and r == "all":
+            if unet is None: raise InputError("record='all' needs the UNet (its decoder layers): pass unet=.")
+            cfg = record_all(unet, num_steps)
+        elif isinstance(r, str) and r in PRESET_TABLE: cfg = InjectionConfig.preset(r, num_steps)
+        elif isinstance(r, InjectionConfig): cfg = r
+        else: raise InputError(f"record={r!r} is not known: use 'all', None, a preset name {list(PRESET_TABLE)}, an InjectionConfig "
+                               f"or a list of these.")
+        keys |= cache_keys(cfg, num_steps); names.append(cfg.name)
+    return RecordPlan(frozenset(keys), num_steps, "+".join(dict.fromkeys(names)) or "none")
+
+# %% ../nbs/03_inversion.ipynb #a1c0e002
+class OffloadedStore(FeatureStore):
+    """A `FeatureStore` that keeps the cache in CPU memory (pinned when CUDA is available) and, on CUDA, copies step i+1's
+    tensors to the GPU on a side stream while step i runs: the first `get` of step i starts the copy of step i+1 and frees
+    the GPU copies of earlier steps, so at most two steps (plus the step-free cross-attention K) sit on the GPU.
+    Asked for a CPU (or any non-CUDA) tensor, it is a plain CPU `FeatureStore`: no stream, no copies kept.
+    The pattern of diffusers' group offloading with `use_stream=True` (`diffusers/hooks/group_offloading.py`: onload the
+    next group on a side stream while the current one computes), for cached tensors instead of weights: written here
+    because the schedule is ours (keyed by sampling step, asked in step order by the transfer loop); torch's
+    `pin_memory`, `cuda.Stream`, events and `record_stream` do the work."""
+    def __init__(self, dtype: Optional[torch.dtype] = None):
+        super().__init__(dtype=dtype, device="cpu")
+        self._pin = torch.cuda.is_available()
+        self._steps = {}          # step -> keys of that step (step None: the cross-attention K)
+        self._on_gpu = {}         # step -> {key: tensor on the GPU}
+        self._ready = {}          # step -> CUDA event recorded after its copy
+        self._stream = None       # created on first CUDA use
+        self._current = None      # the step being computed
+        self.copies = 0           # tensors copied to the GPU (tests and benchmarks read it)
+
+    def put(self, step, layer, kind, x):
+        super().put(step, layer, kind, x)
+        k = self.key(step, layer, kind)
+        if self._pin and not self.data[k].is_pinned(): self.data[k] = self.data[k].pin_memory()   # async host-to-device copies
+        self._steps.setdefault(k[0], set()).add(k)
+
+    @classmethod
+    def from_store(cls, store: FeatureStore) -> "OffloadedStore":
+        "The same tensors, on the CPU (pinned where CUDA is available)."
+        new = cls(dtype=store.dtype)
+        for (s, l, kind), x in store.data.items(): new.put(s, l, kind, x)
+        return new
+
+    def _prefetch(self, step, device):
+        "Start copying `step`'s tensors to `device` on the side stream (no-op if already there or nothing recorded)."
+        if step in self._on_gpu or step not in self._steps: return
+        if self._stream is None: self._stream = torch.cuda.Stream(device)
+        with torch.cuda.stream(self._stream):
+            self._on_gpu[step] = {k: self.data[k].to(device, non_blocking=True) for k in self._steps[step]}
+            self._ready[step] = torch.cuda.Event(); self._ready[step].record(self._stream)
+        self.copies += len(self._steps[step])
+
+    def get(self, step: int, layer: int, kind: str, like: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if like is None or like.device.type != "cuda": return super().get(step, layer, kind, like)
+        k = self.key(step, layer, kind)
+        if k not in self.data: return super().get(step, layer, kind, like)   # the store's one-line error
+        s, dev = k[0], like.device
+        if s is not None and s != self._current:                  # a new step starts: it runs now ...
+            self._current = s
+            for old in [o for o in self._on_gpu if o not in (None, s, s + 1)]: del self._on_gpu[old]; self._ready.pop(old, None)
+            self._prefetch(s, dev)
+            self._prefetch(s + 1, dev)                            # ... while the next one is copied
+        elif s is None: self._prefetch(None, dev)
+        ev = self._ready.pop(s, None)
+        if ev is not None:                                        # first use on the compute stream: wait for the copy
+            torch.cuda.current_stream(dev).wait_event(ev)
+            for x in self._on_gpu[s].values(): x.record_stream(torch.cuda.current_stream(dev))   # not reused before it is read
+        return self._on_gpu[s][k].to(dtype=like.dtype)
+
+    def release(self):
+        "Free the GPU copies (the CPU cache stays)."
+        self._on_gpu.clear(); self._ready.clear(); self._current = None
+
+    @property
+    def gpu_nbytes(self) -> int:
+        "Bytes of this store now on the GPU."
+        return sum(x.numel() * x.element_size() for d in self._on_gpu.values() for x in d.values())
+
 # %% ../nbs/03_inversion.ipynb #d2d9840f
+def _span(xs) -> str:
+    "Sorted ints as short text: [4, 5, 6, 7] -> '4-7', [3, 5] -> '3, 5'."
+    xs = sorted(xs)
+    return f"{xs[0]}-{xs[-1]}" if len(xs) > 2 and xs[-1] - xs[0] == len(xs) - 1 else ", ".join(map(str, xs))
+
 @dataclass
 class SourceTrajectory:
     "Everything about the content image that the styled passes need, computed once."
@@ -90,10 +248,11 @@ class SourceTrajectory:
     inverted: torch.Tensor           # [N, 4, h, w] DDIM-inversion latents at those timesteps
     latents: torch.Tensor            # [N+1, 4, h, w] the original UNet's trajectory from inverted[0]; latents[-1] is the reconstruction
     store: FeatureStore              # recorded features and attention Q/K of the source pass
-    recorded: InjectionConfig        # what `store` covers
+    recorded: RecordPlan             # what `store` was asked to hold (`record_plan`)
     original_size: Tuple[int, int]   # the content image's (width, height)
     num_inversion_steps: int = 1000
     seconds: dict = field(default_factory=dict)
+    fixed_point_iters: int = 0
 
     @property
     def num_steps(self) -> int: return len(self.timesteps)
@@ -103,23 +262,26 @@ class SourceTrajectory:
         return self.store.nbytes + sum(t.numel() * t.element_size() for t in (self.inverted, self.latents))
 
     def check_covers(self, config: InjectionConfig):
-        "Raise if `config` needs a (step, layer, kind) that the store does not hold."
-        if config.source == "lora": return  # the authors' scheme computes its source in-batch
-        r = self.recorded
-        # with noise fusion the outside-mask base pass injects for base_steps too
-        fs, at = config.feature_steps, config.attention_steps
-        if config.fusion == "noise": fs, at = max(fs, config.base_steps), max(at, config.base_steps)
-        need = [("feature", config.feature_layers, fs, r.feature_layers, r.feature_steps)]
-        for on, kind in ((config.self_attention, "self"), (config.cross_attention, "cross")):
-            rec_on = r.self_attention if kind == "self" else r.cross_attention
-            if on: need.append((f"{kind}-attention", config.attention_layers, at,
-                                r.attention_layers if rec_on else (), r.attention_steps if rec_on else 0))
-        for what, layers, steps, have_layers, have_steps in need:
-            if steps == 0 or not layers: continue
-            missing = sorted(set(layers) - set(have_layers))
-            if missing or steps > have_steps:
-                raise InputError(f"the source trajectory holds {what} for layers {list(have_layers)} and {have_steps} steps, "
-                                 f"but the config asks for layers {list(layers)} and {steps} steps: invert again with record='all'.")
+        """Raise a one-line `InputError` if a transfer with `config` would read a (step, layer, kind) that the store does not
+        hold (`cache_keys`), naming the config, what is missing, and the `record=` that covers it."""
+        missing = cache_keys(config, self.num_steps) - set(self.store.data)
+        if not missing: return
+        order = {k: i for i, k in enumerate(("feature", "self_q", "self_k", "cross_q", "cross_k"))}
+        spans = {}
+        for k in sorted({k for _, _, k in missing}, key=order.get):   # kinds missing at the same layers and steps: said once
+            ls = frozenset(l for _, l, kk in missing if kk == k); ss = frozenset(s for s, _, kk in missing if kk == k and s is not None)
+            spans.setdefault((ls, ss), []).append(k)
+        what = "; ".join(f"{', '.join(ks)} of layers {_span(ls)}" + (f" at steps {_span(ss)}" if ss else "") for (ls, ss), ks in spans.items())
+        n, name = self.num_steps, config.name
+        preset = name in PRESET_TABLE and config.scaled(n) == InjectionConfig.preset(name, n)
+        if name in PRESET_TABLE and not preset: name += " (changed)"
+        fix = f"record={name!r}" if preset else "record=<this config> (or a list of every config you will use)"
+        raise InputError(f"the source trajectory (recorded for {self.recorded.name!r}) lacks what config {name!r} reads: {what}; "
+                         f"invert again with {fix}, or record='all' to explore any threshold.")
+
+    def offloaded(self) -> "SourceTrajectory":
+        "The same trajectory with the recorded cache in CPU memory, copied to the GPU one step ahead while styling (`OffloadedStore`)."
+        return dataclasses.replace(self, store=OffloadedStore.from_store(self.store))
 
     def save(self, path, overwrite: bool = False) -> Path:
         "Write to one .safetensors file (atomically), so a later transfer can reuse it."
@@ -127,14 +289,15 @@ class SourceTrajectory:
         tensors = {"timesteps": self.timesteps, "inverted": self.inverted.contiguous(), "latents": self.latents.contiguous()}
         for (s, l, k), x in self.store.data.items(): tensors[f"store/{'x' if s is None else s}/{l}/{k}"] = x.contiguous().cpu()
         meta = dict(recorded=json.dumps(self.recorded.to_dict()), original_size=json.dumps(list(self.original_size)),
-                    num_inversion_steps=str(self.num_inversion_steps), format="diffstyler-source-1")
+                    num_inversion_steps=str(self.num_inversion_steps), fixed_point_iters=str(self.fixed_point_iters),
+                    format="diffstyler-source-1")
         with atomic_write(path, overwrite, name="source trajectory") as tmp:
             save_file({k: v.cpu() for k, v in tensors.items()}, str(tmp), metadata=meta)
         return Path(path)
 
     @classmethod
-    def load(cls, path, device=None) -> "SourceTrajectory":
-        "Read a trajectory written by `save`."
+    def load(cls, path, device=None, offload: bool = False) -> "SourceTrajectory":
+        "Read a trajectory written by `save` (`offload`: the cache in CPU memory with prefetch, as `offloaded`)."
         from safetensors import safe_open
         path = Path(path)
         if not path.exists(): raise InputError(f"source trajectory '{path}' does not exist: run `diffstyler invert` first.")
@@ -148,26 +311,22 @@ class SourceTrajectory:
         for k in ("inverted", "latents"):
             if not bool(torch.isfinite(t[k]).all()):
                 raise InputError(f"source trajectory '{path}' holds NaN or infinite {k}: it would render black; invert the content again.")
-        store = FeatureStore()
+        store = OffloadedStore() if offload else FeatureStore()
         for k, x in t.items():
             if k.startswith("store/"):
-                _, s, l, kind = k.split("/"); store.data[(None if s == "x" else int(s), int(l), kind)] = x
-        rec = json.loads(meta["recorded"]); rec = InjectionConfig(**{**rec, "feature_layers": tuple(rec["feature_layers"]),
-                                                                     "attention_layers": tuple(rec["attention_layers"])})
+                _, s, l, kind = k.split("/"); s, l = (None if s == "x" else int(s)), int(l)
+                if offload: store.put(s, l, kind, x)
+                else: store.data[(s, l, kind)] = x
+        # the store's keys are what it covers (files written before RecordPlan kept an InjectionConfig here: same name)
+        rec = RecordPlan(frozenset(store.data), len(t["timesteps"]), json.loads(meta["recorded"]).get("name", "custom"))
         return cls(t["timesteps"], t["inverted"], t["latents"], store, rec, tuple(json.loads(meta["original_size"])),
-                   int(meta["num_inversion_steps"]))
+                   int(meta["num_inversion_steps"]), fixed_point_iters=int(meta.get("fixed_point_iters", 0)))
 
 # %% ../nbs/03_inversion.ipynb #187e418f
-def record_all(unet, num_steps: int) -> InjectionConfig:
-    "A record plan covering every decoder layer at every step."
-    return InjectionConfig(feature_layers=tuple(range(len(decoder_layers(unet)))), feature_steps=num_steps,
-                           attention_layers=attention_layer_indices(unet), attention_steps=num_steps,
-                           num_steps=num_steps, name="record-all")
-
 @torch.no_grad()
-def source_pass(unet, scheduler, z_T: torch.Tensor, cond: torch.Tensor, num_steps: int, record: InjectionConfig,
+def source_pass(unet, scheduler, z_T: torch.Tensor, cond: torch.Tensor, num_steps: int, record: Union[RecordPlan, InjectionConfig],
                 store: FeatureStore, progress: bool = True) -> torch.Tensor:
-    "Denoise `z_T` with the (LoRA-free) UNet and `cond`, recording into `store`; return the [N+1] trajectory."
+    "Denoise `z_T` with the (LoRA-free) UNet and `cond`, recording what `record` asks for into `store`; return the [N+1] trajectory."
     sched = ddim_scheduler(scheduler.config); sched.set_timesteps(num_steps)
     ctl = InjectionController(record=record, recorder=store)
     z, traj = z_T, [z_T]
@@ -181,16 +340,21 @@ def source_pass(unet, scheduler, z_T: torch.Tensor, cond: torch.Tensor, num_step
     return torch.cat(traj)
 
 # %% ../nbs/03_inversion.ipynb #da46c96f
-def invert(pipe, image, num_inversion_steps: int = 1000, num_steps: int = 50, record: Union[str, InjectionConfig, None] = "all",
-           cache_dtype: Optional[torch.dtype] = None, offload: bool = False, progress: bool = True) -> SourceTrajectory:
-    "DDIM-invert `image` and record the source pass: a `SourceTrajectory`."
+def invert(pipe, image, num_inversion_steps: int = 1000, num_steps: int = 50, record="paper",
+           cache_dtype: Optional[torch.dtype] = None, offload: bool = False, progress: bool = True,
+           fixed_point_iters: int = 0) -> SourceTrajectory:
+    """DDIM-invert `image` and record the source pass: a `SourceTrajectory`.
+
+    `record`: what the source pass keeps (`record_plan`); by default exactly what the `paper` preset (`transfer`'s default)
+    reads; a preset name, an `InjectionConfig` or a list of them keeps the union of what they read ('official' and
+    'official_2024' compute their source in the batch: nothing); 'all' keeps every layer and step (PCA, widgets that explore
+    any threshold); None only the latents. A transfer whose config needs more raises a one-line error (`check_covers`).
+    `cache_dtype`: the cache's dtype (e.g. torch.float16). `offload`: the cache in CPU memory, on CUDA pinned and copied to
+    the GPU one step ahead (`OffloadedStore`). `fixed_point_iters`: fixed-point refinement of each inversion step
+    (`inversion_step`; 0 = the paper's plain DDIM)."""
     x, orig = prepare_image(image, image_size(pipe), name="content image", multiple=size_multiple(pipe))   # aspect ratio kept
     unet, sched = pipe.unet, pipe.scheduler
-    if record == "all": record = record_all(unet, num_steps)
-    elif isinstance(record, InjectionConfig): record = record.scaled(num_steps)
-    elif record is None: record = InjectionConfig(feature_layers=(), attention_layers=(), feature_steps=0, attention_steps=0,
-                                                  num_steps=num_steps, name="record-nothing")
-    else: raise InputError(f"record={record!r} must be 'all', None or an InjectionConfig.")
+    plan = record_plan(record, check_int_range("num_steps", num_steps, 1, fix="use e.g. 50."), unet)
     from diffstyler.lora import use_adapter  # the source is always the LoRA-free UNet
     t0 = time.perf_counter()
     with use_adapter(unet, None):
@@ -198,23 +362,47 @@ def invert(pipe, image, num_inversion_steps: int = 1000, num_steps: int = 50, re
         check_finite(z0, "the VAE encoding of the content image")
         cond = encode_text(pipe, "")
         t1 = time.perf_counter()
-        inverted = ddim_invert(unet, sched, z0, cond, num_inversion_steps, num_steps, progress)
+        inverted = ddim_invert(unet, sched, z0, cond, num_inversion_steps, num_steps, progress, fixed_point_iters)
         t2 = time.perf_counter()
-        store = FeatureStore(dtype=cache_dtype, device="cpu" if offload else None)
-        latents = source_pass(unet, sched, inverted[:1], cond, num_steps, record, store, progress)
+        store = OffloadedStore(dtype=cache_dtype) if offload else FeatureStore(dtype=cache_dtype)
+        latents = source_pass(unet, sched, inverted[:1], cond, num_steps, plan, store, progress)
     t3 = time.perf_counter()
-    return SourceTrajectory(sampling_timesteps(sched, num_steps), inverted, latents, store, record, orig, num_inversion_steps,
-                            seconds=dict(encode=t1 - t0, inversion=t2 - t1, source_pass=t3 - t2))
+    return SourceTrajectory(sampling_timesteps(sched, num_steps), inverted, latents, store, plan, orig, num_inversion_steps,
+                            seconds=dict(encode=t1 - t0, inversion=t2 - t1, source_pass=t3 - t2), fixed_point_iters=fixed_point_iters)
 
 # %% ../nbs/03_inversion.ipynb #f6cd8be2
+def decoder_shapes(unet_config, latent_hw: Tuple[int, int]) -> list:
+    """Per decoder layer k of an SD-shaped `UNet2DConditionModel` config: (channels, h, w, has_attention) for latents of
+    `latent_hw` = (h, w). Layer k is ResNet k % n of up block k // n (n = layers_per_block + 1); up block b works at the
+    latents' size halved (number of up blocks - 1 - b) times; its attention's inner dimension equals its channels."""
+    cfg = dict(unet_config)
+    outs = list(reversed(cfg["block_out_channels"])); n_up = len(outs)
+    per = (cfg["layers_per_block"] if isinstance(cfg["layers_per_block"], int) else cfg["layers_per_block"][0]) + 1
+    h, w = latent_hw
+    return [(outs[b], h >> (n_up - 1 - b), w >> (n_up - 1 - b), "CrossAttn" in cfg["up_block_types"][b])
+            for b in range(n_up) for _ in range(per)]
+
+def cache_bytes(keys, unet_config, latent_hw: Tuple[int, int], text_len: int = 77, bytes_per: int = 2) -> int:
+    """Bytes of the cache entries `keys` ((step, layer, kind), `cache_keys`) for a UNet with `unet_config` at latents
+    `latent_hw`, batch 1, from shapes alone: a feature is C x h x w, self_q / self_k / cross_q are (h w) x C, cross_k is
+    `text_len` (the tokenizer's 77) x C. `bytes_per`: 2 for fp16, 4 for fp32."""
+    shapes = decoder_shapes(unet_config, latent_hw)
+    def numel(layer, kind):
+        c, h, w, _ = shapes[layer]
+        return text_len * c if kind == "cross_k" else c * h * w
+    return sum(numel(l, k) for _, l, k in keys) * bytes_per
+
+def prefetch_bytes(keys, unet_config, latent_hw: Tuple[int, int], text_len: int = 77, bytes_per: int = 2) -> int:
+    "Most bytes an `OffloadedStore` holding `keys` keeps on the GPU at once: two consecutive steps plus the step-free cross-attention K."
+    by_step = {}
+    for s, l, k in keys: by_step.setdefault(s, []).append((s, l, k))
+    b = lambda s: cache_bytes(by_step.get(s, ()), unet_config, latent_hw, text_len, bytes_per)
+    steps = [s for s in by_step if s is not None]
+    return b(None) + max((b(s) + b(s + 1) for s in steps), default=0)
+
 def sd21_cache_bytes(num_steps: int = 50, config: Optional[InjectionConfig] = None, bytes_per: int = 2, size: int = 512) -> int:
-    "Bytes of a source cache for SD 2.1 at `size` px: all layers and steps (config=None) or what `config` needs."
-    h = size // 8
-    res = [h // 8] * 3 + [h // 4] * 3 + [h // 2] * 3 + [h] * 3          # decoder layer resolutions
-    ch = [1280] * 3 + [1280] * 3 + [640] * 3 + [320] * 3
-    f_layers, f_steps = (range(12), num_steps) if config is None else (config.feature_layers, config.feature_steps)
-    a_layers, a_steps = (range(3, 12), num_steps) if config is None else (config.attention_layers, config.attention_steps)
-    sa = config is None or config.self_attention; ca = config is None or config.cross_attention
-    n = sum(ch[l] * res[l] ** 2 for l in f_layers) * f_steps
-    n += sum((2 * sa + ca) * ch[l] * res[l] ** 2 for l in a_layers) * a_steps + ca * sum(77 * ch[l] for l in a_layers)
-    return n * bytes_per
+    "Bytes of a source cache for SD 2.1 at `size` px (square): all layers and steps (config=None) or what `config` reads (`cache_keys`)."
+    from diffstyler.models import sd21_unet_config
+    if config is None: config = InjectionConfig(feature_layers=range(12), attention_layers=range(3, 12), feature_steps=num_steps,
+                                                attention_steps=num_steps, num_steps=num_steps, name="record-all")
+    return cache_bytes(cache_keys(config, num_steps), sd21_unet_config(), (size // 8, size // 8), 77, bytes_per)
