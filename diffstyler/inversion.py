@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Optional, Tuple, Union
 import torch
 from tqdm.auto import tqdm
-from .core import InjectionConfig, InputError, PRESET_TABLE, PRESET_TABLE, PRESET_TABLE, PRESET_TABLE, check_int_range, prepare_image, postprocess_image, atomic_write
+from .core import InjectionConfig, InputError, PRESET_TABLE, check_int_range, prepare_image, postprocess_image, atomic_write
 from .models import encode_text, encode_image, decode_latents, image_size, ddim_scheduler, size_multiple
 from .hooks import FeatureStore, InjectionController, hooked, decoder_layers, attention_layer_indices
 
@@ -271,7 +271,8 @@ class SourceTrajectory:
         for k in sorted({k for _, _, k in missing}, key=order.get):   # kinds missing at the same layers and steps: said once
             ls = frozenset(l for _, l, kk in missing if kk == k); ss = frozenset(s for s, _, kk in missing if kk == k and s is not None)
             spans.setdefault((ls, ss), []).append(k)
-        what = "; ".join(f"{', '.join(ks)} of layers {_span(ls)}" + (f" at steps {_span(ss)}" if ss else "") for (ls, ss), ks in spans.items())
+        pl = lambda word, xs: f"{word}{'s' if len(xs) > 1 else ''} {_span(xs)}"
+        what = "; ".join(f"{', '.join(ks)} of {pl('layer', ls)}" + (f" at {pl('step', ss)}" if ss else "") for (ls, ss), ks in spans.items())
         n, name = self.num_steps, config.name
         preset = name in PRESET_TABLE and config.scaled(n) == InjectionConfig.preset(name, n)
         if name in PRESET_TABLE and not preset: name += " (changed)"
