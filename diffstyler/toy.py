@@ -635,7 +635,7 @@ def toy_style_eval(model=None, style: str = "stripes", n_content: int = 3, num_s
     per, sweep_images = [], []
     for k in range(n_content):
         content, caption, masks = render_scene(_STYLE_CONTENTS[k], ("white", "gray", "black")[k % 3], "flat", seed=seed + k)
-        src = styler.invert(content, inversion_steps, num_steps, progress=False)
+        src = styler.invert(content, inversion_steps, num_steps, record="all", progress=False)  # the sweep injects up to every step
         prompt = caption.replace("flat style", f"{style} style")
         plain = styler.transfer(src, style=None, prompt=prompt, config=cfg, progress=False).image
         styled = styler.transfer(src, style=lora, prompt=prompt, config=cfg, progress=False).image

@@ -22,7 +22,7 @@ def world():
     loras = [train_lora(pipe, style, "a painting in <sss> style", rank=4, alpha=4, steps=1, lr=1e-2, name=n, seed=k,
                         progress=False) for k, n in enumerate(("s1", "s2"))]
     styler = DiffStyler(pipe)
-    source = styler.invert(content, num_inversion_steps=8, num_steps=N, progress=False)
+    source = styler.invert(content, num_inversion_steps=8, num_steps=N, record="all", progress=False)
     return dict(pipe=pipe, content=content, style=style, loras=loras, styler=styler, source=source)
 
 
