@@ -54,11 +54,13 @@ class DiffStyler:
         self._text_cache = {}
 
     # -- content -----------------------------------------------------------------------------------------------
-    def invert(self, content_image, num_inversion_steps: int = 1000, num_steps: int = 50, record="all",
-               cache_dtype: Optional[torch.dtype] = None, offload: bool = False, progress: bool = True) -> SourceTrajectory:
-        "DDIM-invert `content_image` (empty prompt) and cache the original UNet's features and attention."
+    def invert(self, content_image, num_inversion_steps: int = 1000, num_steps: int = 50, record="paper",
+               cache_dtype: Optional[torch.dtype] = None, offload: bool = False, progress: bool = True, **kwargs) -> SourceTrajectory:
+        """DDIM-invert `content_image` (empty prompt) and cache what `record` names of the original UNet's features and attention:
+        by default what the paper preset reads; `record="all"` for exploring other thresholds, a preset name, a config or a list
+        (their union), None for the official presets (chapter 3). `kwargs` go to `inversion.invert` (e.g. `fixed_point_iters`)."""
         self.counts["invert"] += 1
-        return _invert(self.pipe, content_image, num_inversion_steps, num_steps, record, cache_dtype, offload, progress)
+        return _invert(self.pipe, content_image, num_inversion_steps, num_steps, record, cache_dtype, offload, progress, **kwargs)
 
     def reconstruct(self, source: SourceTrajectory) -> TransferResult:
         "The content image as the original UNet regenerates it from the inverted noise (no style)."

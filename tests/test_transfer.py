@@ -23,7 +23,7 @@ def content():
 
 @pytest.fixture(scope="module")
 def source(styler, content):
-    return styler.invert(content, INV, STEPS, progress=False)
+    return styler.invert(content, INV, STEPS, record="all", progress=False)
 
 
 def test_saved_trajectory_gives_identical_transfer(styler, source, tmp_path):
