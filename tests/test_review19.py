@@ -164,3 +164,31 @@ def test_cli_transfer_past_a_paper_cache_speaks_cli(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2
     assert "--record all" in err and "record=<this config>" not in err
+
+
+def test_accelerate_hook_on_a_resnet_sees_every_call():
+    """`hooked` says a forward another library installed on a decoder ResNet (accelerate's `add_hook_to_module`, e.g. a
+    device_map dispatch hook that moves inputs to the ResNet's device) "is kept and called". Before issue 19 it always ran
+    (features were swapped by a conv2 forward hook); now `InjectedResnet` bypasses it at every recorded or injected step
+    (layers 4-11 of the paper preset), so its pre_forward is skipped. Every UNet call must pass through it, and the
+    transfer must not change."""
+    from accelerate.hooks import ModelHook, add_hook_to_module, remove_hook_from_module
+    pipe = ds.load_pipeline("tiny")
+    random_lora(pipe.unet, "s0", 1)
+    styler = ds.DiffStyler(pipe)
+    source = styler.invert(content_image(), INV, STEPS, progress=False)
+    want = styler.transfer(source, style="s0", prompt="x", progress=False).latents
+
+    class Count(ModelHook):
+        def __init__(self): super().__init__(); self.n = 0
+        def pre_forward(self, module, *args, **kwargs): self.n += 1; return args, kwargs
+    counts = {}
+    for L in styler.layers: counts[L.index] = Count(); add_hook_to_module(L.resnet, counts[L.index])
+    calls = []
+    h = pipe.unet.register_forward_pre_hook(lambda m, a: calls.append(1))
+    try: got = styler.transfer(source, style="s0", prompt="x", progress=False).latents
+    finally:
+        h.remove()
+        for L in styler.layers: remove_hook_from_module(L.resnet)
+    assert {i: c.n for i, c in counts.items()} == {L.index: len(calls) for L in styler.layers}
+    assert (got - want).abs().max() <= 1e-5
