@@ -256,13 +256,19 @@ def resnet_shortcut(resnet, x: torch.Tensor) -> torch.Tensor:
 
 class InjectedResnet:
     "Stands in for a decoder ResNet's `forward`: the controller records or replaces its branch output, and a replaced branch is not computed."
-    def __init__(self, resnet, controller: InjectionController, layer: int, original: Callable):
+    def __init__(self, resnet, controller: InjectionController, layer: int, original: Callable, foreign: bool = False):
         self.resnet, self.controller, self.layer, self.original = resnet, controller, layer, original
+        self.foreign = foreign   # `original` is a forward another library installed: always call it
 
     def __call__(self, input_tensor: torch.Tensor, temb: Optional[torch.Tensor] = None, *args, **kwargs) -> torch.Tensor:
         c, r = self.controller, self.resnet
         if not c.wants("feature", self.layer): return self.original(input_tensor, temb, *args, **kwargs)
         batch = input_tensor.shape[0]
+        if self.foreign:   # another library's forward (e.g. accelerate's device hooks) must run: swap conv2's output
+            swap = lambda m, a, h: c.feature(self.layer, h, batch, h)   # instead of skipping the branch (it is computed)
+            handle = r.conv2.register_forward_hook(swap)
+            try: return self.original(input_tensor, temb, *args, **kwargs)
+            finally: handle.remove()
         rows = c.branch_rows(self.layer, batch)
         x, tb = input_tensor, temb
         if rows is not None:
@@ -285,7 +291,7 @@ def hooked(unet, controller: InjectionController):
     own = [L.resnet.__dict__.get("forward") for L in layers]   # a forward another library installed (e.g. accelerate) is kept and called
     try:
         for L, f in zip(layers, own):
-            L.resnet.forward = InjectedResnet(L.resnet, controller, L.index, f or type(L.resnet).forward.__get__(L.resnet))
+            L.resnet.forward = InjectedResnet(L.resnet, controller, L.index, f or type(L.resnet).forward.__get__(L.resnet), foreign=f is not None)
         unet.set_attn_processor(procs)
         yield controller
     finally:

@@ -126,6 +126,7 @@ class AdapterBank:
         "The weight of every adapted layer with adapter `name` merged (None: the base weights), off in the modules `without` names."
         key = (name, tuple(sorted(str(p).rstrip(".") for p in without)))
         if key not in self._weights:
+            if name is not None: _check_loaded(self.unet, name)   # a typo or a deleted LoRA must not run as "no LoRA here"
             off = self.off(key[1]) if name is not None else set()
             with torch.no_grad():
                 self._weights[key] = [b.weight if name is None or id(m) in off or name not in getattr(m, "lora_A", {})

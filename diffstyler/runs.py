@@ -269,6 +269,12 @@ def run_plan(p: dict, cache: Optional[dict] = None, progress: bool = True, devic
     if p.get("guidance") is not None: kw["guidance_scale"] = p["guidance"]
     if p.get("negative_prompt") is not None: kw["negative_prompt"] = p["negative_prompt"]
     cfg = cfg.replace(**kw)
+    if p["source"] is not None:
+        try: source.check_covers(cfg)
+        except InputError as e:   # a trajectory saved by `diffstyler invert`: say the fix as that command's option
+            what = str(e).split("; invert again with")[0]
+            raise InputError(f"{what}; run `diffstyler invert CONTENT --record all` again (`record: all` in a run file), "
+                             f"or --record {p['preset']} to keep that preset's own thresholds.") from None
     if p["source"] is None:
         small_model_notice(ds.pipe, p["content"], model)
         inv = p.get("inversion_steps") or 1000

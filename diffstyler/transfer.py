@@ -135,8 +135,10 @@ class DiffStyler:
                  batch_styles: bool = True) -> TransferResult:
         """Style `source` with one LoRA (optionally masked) or several `styles=[(lora, mask, prompt), ...]`.
 
-        batch_styles: several styles run as one UNet call per step (batch K x 2, one adapter per block of rows); False runs
-        one call per style (the same numbers to float round-off; the authors' structure)."""
+        batch_styles: several styles run as one UNet call per step, one adapter per block of rows: K x 2 rows with guidance
+        (K x 1 at guidance_scale=1, K x 3 with the official presets' in-batch source row; noise fusion adds one base call),
+        so activation memory grows K-fold; False runs one call per style (the same numbers to float round-off; the
+        authors' structure)."""
         t_start = time.perf_counter()
         if not isinstance(source, SourceTrajectory): raise InputError("source must be a SourceTrajectory from DiffStyler.invert().")
         config = (config or InjectionConfig.paper()).scaled(source.num_steps)

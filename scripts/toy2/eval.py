@@ -64,16 +64,25 @@ def caption_bars(pipe, net, n=48, guidance=7.5, steps=25, seed=1234):
     return {k: float(v) for k, v in res.items()}, images
 
 
-def inversion_bar(pipe, n=16, seed=4321):
+def inversion_bar(pipe, n=16, seed=4321, fixed_point_iters=0):
+    "Mean PSNR (dB) of 50-step DDIM inversion + 50-step sampling against the VAE reconstruction, on n base-style renders."
     rng = np.random.default_rng(seed)
     imgs = [render(sample_layout(rng), BASE_STYLES[k % len(BASE_STYLES)])[0] for k in range(n)]
-    rec, rt = ddim_roundtrip(pipe, to_tensor(imgs), steps=50)
-    return float(np.mean([psnr(a, b) for a, b in zip(rec, rt)]))
+    if not fixed_point_iters:
+        rec, rt = ddim_roundtrip(pipe, to_tensor(imgs), steps=50)
+        return float(np.mean([psnr(a, b) for a, b in zip(rec, rt)]))
+    from diffstyler.transfer import DiffStyler  # the same round trip through the package's inversion with fixed-point steps
+    st, out = DiffStyler(pipe), []
+    for im in imgs:
+        src = st.invert(Image.fromarray(im), 50, 50, record=None, progress=False, fixed_point_iters=fixed_point_iters)
+        rec = np.asarray(pipe.vae(to_tensor([im])).sample.clamp(-1, 1).add(1).mul(127.5).round().byte().permute(0, 2, 3, 1)[0])
+        out.append(psnr(rec, np.asarray(st.reconstruct(src).image)))
+    return float(np.mean(out))
 
 
 def transfer_bars(pipe, net, n_contents=12, styles=None, guidance=7.5, num_steps=25, inversion_steps=50,
                   lora_style="stripes", fractions=(0, 0.2, 0.4, 0.6, 0.8, 1.0), lora_kw=None, seed=0, log=print, with_lora=True,
-                  content_start=0):
+                  content_start=0, fixed_point_iters=0):
     from diffstyler.transfer import DiffStyler
     from diffstyler.lora import delete_lora
     styler = DiffStyler(pipe)
@@ -96,7 +105,7 @@ def transfer_bars(pipe, net, n_contents=12, styles=None, guidance=7.5, num_steps
         lay = sample_layout(rng)
         img, masks = render(lay, "flat")
         content = Image.fromarray(img)
-        src = styler.invert(content, inversion_steps, num_steps, progress=False)
+        src = styler.invert(content, inversion_steps, num_steps, record="all", progress=False, fixed_point_iters=fixed_point_iters)  # the Fig. 7 sweep injects up to every step
         tr = lambda prompt, cfg, st=None: styler.transfer(src, style=st, prompt=prompt, config=cfg, progress=False).image
         rec = styler.reconstruct(src).image
         control = tr(caption(lay, "flat"), none)
@@ -136,7 +145,7 @@ def transfer_bars(pipe, net, n_contents=12, styles=None, guidance=7.5, num_steps
             for st in styles) + f" | lora {row['lora']['iou']:.2f}/{row['lora']['style']} without {row['lora']['style_without']}"
             f" sweep {[round(v, 2) for v in row['lora']['sweep_iou']]} {row['lora']['sweep_style']}")
     if lora is not None: delete_lora(pipe.unet, lora.name)
-    meta = dict(styles=styles, guidance=guidance, num_steps=num_steps, inversion_steps=inversion_steps, lora_style=lora_style,
+    meta = dict(styles=styles, guidance=guidance, num_steps=num_steps, inversion_steps=inversion_steps, fixed_point_iters=fixed_point_iters, lora_style=lora_style,
                 lora=lkw if lora is not None else None, lora_seconds=round(t_lora, 1), feature_steps=fsteps)
     return summarise(rows, meta), grid, style_img
 
@@ -193,6 +202,7 @@ def main(argv=None):
     ap.add_argument("--grid", default=None); ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--skip", default="", help="comma list of parts to skip: caption,inversion,transfer,lora")
     ap.add_argument("--content-start", type=int, default=0, help="first content scene of this part")
+    ap.add_argument("--fixed-point-iters", type=int, default=0, help="fixed-point iterations per inversion step (0: plain DDIM)")
     ap.add_argument("--merge", nargs="*", default=None, help="only merge these result JSONs (parts run in parallel) and print")
     a = ap.parse_args(argv)
     if a.merge is not None:
@@ -215,10 +225,10 @@ def main(argv=None):
         r, images = caption_bars(pipe, net, n=a.n, guidance=a.guidance); res.update(r)
         print("caption bars:", {k: round(v, 3) for k, v in r.items()}, f"({time.time() - t0:.0f} s)", flush=True)
     if "inversion" not in skip:
-        res["inversion_psnr"] = inversion_bar(pipe); print(f"inversion {res['inversion_psnr']:.2f} dB ({time.time() - t0:.0f} s)", flush=True)
+        res["inversion_psnr"] = inversion_bar(pipe, fixed_point_iters=a.fixed_point_iters); print(f"inversion {res['inversion_psnr']:.2f} dB ({time.time() - t0:.0f} s)", flush=True)
     if "transfer" not in skip:
         r, grid, style_img = transfer_bars(pipe, net, a.contents, guidance=a.guidance, log=lambda s: print(s, flush=True),
-                                           with_lora="lora" not in skip, content_start=a.content_start)
+                                           with_lora="lora" not in skip, content_start=a.content_start, fixed_point_iters=a.fixed_point_iters)
         res.update(r)
         if a.grid: save_grid(grid, a.grid)
     res["seconds"] = round(time.time() - t0, 1)
