@@ -352,7 +352,9 @@ def invert(pipe, image, num_inversion_steps: int = 1000, num_steps: int = 50, re
     any threshold); None only the latents. A transfer whose config needs more raises a one-line error (`check_covers`).
     `cache_dtype`: the cache's dtype (e.g. torch.float16). `offload`: the cache in CPU memory, on CUDA pinned and copied to
     the GPU one step ahead (`OffloadedStore`). `fixed_point_iters`: fixed-point refinement of each inversion step
-    (`inversion_step`; 0 = the paper's plain DDIM)."""
+    (`inversion_step`; 0 = the paper's plain DDIM); it makes each inversion step the exact reverse of a sampling step only
+    when the two grids are the same, so use it with `num_inversion_steps == num_steps` (with more inversion than sampling
+    steps the coarser sampling grid's own error remains)."""
     x, orig = prepare_image(image, image_size(pipe), name="content image", multiple=size_multiple(pipe))   # aspect ratio kept
     unet, sched = pipe.unet, pipe.scheduler
     plan = record_plan(record, check_int_range("num_steps", num_steps, 1, fix="use e.g. 50."), unet)
