@@ -8,20 +8,9 @@ from PIL import Image
 import diffstyler as ds
 from diffstyler.lora import use_adapter, save_lora
 from diffstyler.inversion import SourceTrajectory
+from test_compute import random_lora   # one helper for the random-LoRA tests (tests/ is on sys.path)
 
 STEPS, INV = 4, 4
-
-
-def random_lora(unet, name, seed, targets=("to_q", "to_k", "to_v")):
-    "A LoRA with random A and B (peft's default init leaves B = 0, which would change nothing)."
-    from peft import LoraConfig
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=list(targets), init_lora_weights="gaussian"), adapter_name=name)
-        with torch.no_grad():
-            for n, p in unet.named_parameters():
-                if f".lora_B.{name}." in n: p.normal_(0, 0.05)
-    return name
 
 
 def strips(k, n=8):
