@@ -1,5 +1,6 @@
 """The toy world: dataset determinism, masks, metrics on constructed cases, and the shipped pipeline (offline)."""
-import math, time
+import importlib, json, math, subprocess, sys, time
+from pathlib import Path
 import numpy as np
 import pytest
 import torch
@@ -7,6 +8,7 @@ from PIL import Image
 
 from diffstyler import toy
 from diffstyler.core import InputError, ModelNotAvailableError
+from diffstyler.models import ddim_scheduler
 
 
 def test_dataset_is_deterministic_and_seeded():
@@ -53,7 +55,7 @@ def test_masks_match_pixels():
 
 def test_textures_are_coarse_enough_for_the_vae():
     for style in ("checker", "stripes", "dots"):
-        t = toy._texture(style, 64)
+        t = toy.world._texture(style, 64)
         assert np.allclose(t, np.roll(t, 16, axis=1)) and np.allclose(t, np.roll(t, 16, axis=0))
         assert not np.allclose(t, np.roll(t, 8, axis=1))        # the period is 16 px, not 8
 
@@ -125,7 +127,7 @@ def test_shipped_pipeline_loads_offline_with_sd21_topology(monkeypatch):
     assert [len(b.attentions) for b in unet.up_blocks[1:]] == [3, 3, 3]
     assert unet.dtype == torch.float32 and pipe.vae.config.latent_channels == unet.config.in_channels == unet.config.out_channels
     # a short generation runs and gives a 64-px picture
-    pipe.scheduler = toy.ddim_scheduler(pipe.scheduler.config)
+    pipe.scheduler = ddim_scheduler(pipe.scheduler.config)
     im = pipe("a red circle on white background, flat style", num_inference_steps=3, guidance_scale=1.0,
               generator=torch.Generator().manual_seed(0)).images[0]
     assert im.size == (64, 64)
@@ -163,8 +165,16 @@ def test_a_toy_folder_loads_through_load_pipeline_and_plain_diffusers(tmp_path):
     toy.save_toy_pipeline(toy.build_toy_pipeline(), tmp_path / "m")
     pipe = load_pipeline(str(tmp_path / "m"), device="cpu")
     assert isinstance(pipe.vae, toy.PatchVAE) and pipe.unet.dtype == torch.float32 and vae_scale(pipe) == 4
-    plain = StableDiffusionPipeline.from_pretrained(str(tmp_path / "m"))  # model_index names diffstyler.PatchVAE
+    index = json.loads((tmp_path / "m" / "model_index.json").read_text())
+    assert index["vae"] == ["diffstyler.toy", "PatchVAE"]         # the public path, not the part that defines it
+    plain = StableDiffusionPipeline.from_pretrained(str(tmp_path / "m"))
     assert isinstance(plain.vae, toy.PatchVAE) and plain.vae_scale_factor == 4
+    # folders saved before the toy world became a package, or from a notebook, name another module: they still load
+    for library in ("diffstyler.toy", "diffstyler.toy.model", "__main__"):
+        index["vae"] = [library, "PatchVAE"]
+        (tmp_path / "m" / "model_index.json").write_text(json.dumps(index))
+        assert isinstance(load_pipeline(str(tmp_path / "m"), device="cpu").vae, toy.PatchVAE), library
+        assert isinstance(toy.load_toy_pipeline(tmp_path / "m").vae, toy.PatchVAE), library
 
 
 def test_style_eval_reports_bar_5_and_leaves_the_pipeline_as_it_was():
@@ -179,3 +189,43 @@ def test_style_eval_reports_bar_5_and_leaves_the_pipeline_as_it_was():
     assert list(adapter_names(pipe.unet)) == []
     with pytest.raises(InputError, match="style='flat'"):
         toy.toy_style_eval(pipe, style="flat")
+
+
+# the toy world is a package of five parts (issue 12); the overview chapter (nbs/08_toy.ipynb) re-exports them all
+PARTS = {"world": ("SHAPES", "COLORS", "BACKGROUNDS", "STYLES", "HELD_OUT_STYLES", "TRAIN_STYLES", "TOY_WORDS", "shape_mask",
+                   "caption_for", "ToyShapes", "render_scene"),
+         "metrics": ("object_mask", "content_iou", "colour_histogram", "style_components", "style_distance",
+                     "outside_mask_change", "psnr", "classify_shape", "classify_colour", "classify_background"),
+         "model": ("TOY_DIR", "toy_unet_config", "PatchVAE", "toy_vae", "toy_tokenizer", "toy_text_encoder",
+                   "build_toy_pipeline", "save_toy_pipeline", "load_toy_pipeline"),
+         "training": ("train_toy",),
+         "evaluation": ("BARS", "STYLE_BARS", "TOY_LORA", "vae_psnr", "ddim_roundtrip", "toy_eval", "toy_style_eval")}
+
+
+def test_every_name_of_the_single_module_imports_from_the_package():
+    for part, names in PARTS.items():
+        mod = importlib.import_module(f"diffstyler.toy.{part}")
+        assert sorted(mod.__all__) == sorted(names), part          # each part holds what the overview says
+        for name in names:
+            assert getattr(toy, name) is getattr(mod, name), name  # `from diffstyler.toy import X` is the part's X
+    assert sorted(toy.__all__) == sorted(n for names in PARTS.values() for n in names)
+    ns = {}
+    exec("from diffstyler.toy import *", ns)
+    assert {n for names in PARTS.values() for n in names} <= set(ns)
+    # private helpers that scripts and tests reach through the package
+    from diffstyler.toy import _main, _texture, _to_array
+    assert _texture is toy.world._texture and _to_array is toy.metrics._to_array
+
+
+def test_each_part_is_short():
+    for part in PARTS:
+        lines = Path(importlib.import_module(f"diffstyler.toy.{part}").__file__).read_text().count("\n")
+        assert lines < 250, (part, lines)   # a chapter a reader can take in at once (the single module was 669 lines)
+
+
+def test_python_dash_m_and_the_training_script_still_work():
+    r = subprocess.run([sys.executable, "-m", "diffstyler.toy", "eval", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "python -m diffstyler.toy eval" in r.stdout and "--model" in r.stdout, r.stderr
+    script = Path(__file__).resolve().parent.parent / "scripts" / "train_toy.py"
+    r = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "--snr-floor" in r.stdout, r.stderr
