@@ -27,6 +27,7 @@ from .model import (
     save_toy_pipeline, load_toy_pipeline)
 from .training import train_toy
 from .evaluation import BARS, STYLE_BARS, TOY_LORA, vae_psnr, ddim_roundtrip, toy_eval, toy_style_eval
+# (`_texture` and `_to_array` are private, re-exported because tests and scripts import them from here)
 # `from diffstyler.toy import *` gives every part's public names (nbdev adds `_all_` to the module's __all__)
 _all_ = ["SHAPES", "COLORS", "BACKGROUNDS", "STYLES", "HELD_OUT_STYLES", "TRAIN_STYLES", "TOY_WORDS", "shape_mask",
          "caption_for", "ToyShapes", "render_scene",
