@@ -229,3 +229,14 @@ def test_python_dash_m_and_the_training_script_still_work():
     script = Path(__file__).resolve().parent.parent / "scripts" / "train_toy.py"
     r = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "--snr-floor" in r.stdout, r.stderr
+
+
+def test_a_short_training_run_writes_a_loadable_folder_and_its_log(tmp_path):
+    # the recipe end to end in seconds: a tiny pool, a 6-second budget (the shipped model had 75 minutes)
+    out = toy.train_toy(tmp_path / "m", minutes=0.1, pool=32, batch=4, work_dir=tmp_path / "work", log_every=1)
+    log = [json.loads(l) for l in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["event"] for r in log if "event" in r][:2] == ["pool", "start"] and log[-1]["event"] == "final"
+    assert log[-1]["step"] >= 1 and all(math.isfinite(r["loss"]) for r in log if "loss" in r)
+    assert json.loads((out / "model_index.json").read_text())["vae"] == ["diffstyler.toy", "PatchVAE"]
+    pipe = toy.load_toy_pipeline(out)
+    assert isinstance(pipe.vae, toy.PatchVAE) and pipe.scheduler.config.prediction_type == "sample"   # the recipe predicts z0
