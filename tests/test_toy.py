@@ -240,3 +240,11 @@ def test_a_short_training_run_writes_a_loadable_folder_and_its_log(tmp_path):
     assert json.loads((out / "model_index.json").read_text())["vae"] == ["diffstyler.toy", "PatchVAE"]
     pipe = toy.load_toy_pipeline(out)
     assert isinstance(pipe.vae, toy.PatchVAE) and pipe.scheduler.config.prediction_type == "sample"   # the recipe predicts z0
+
+
+def test_the_shipped_folder_loads_with_plain_diffusers():
+    "model_index.json names PatchVAE by its public path (it named `__main__`, from the `python -m` save, which failed)."
+    from diffusers import StableDiffusionPipeline
+    assert json.loads((toy.TOY_DIR / "model_index.json").read_text())["vae"] == ["diffstyler.toy", "PatchVAE"]
+    pipe = StableDiffusionPipeline.from_pretrained(str(toy.TOY_DIR), local_files_only=True)
+    assert isinstance(pipe.vae, toy.PatchVAE)
