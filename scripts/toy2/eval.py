@@ -204,6 +204,7 @@ def main(argv=None):
     ap.add_argument("--content-start", type=int, default=0, help="first content scene of this part")
     ap.add_argument("--inversion-steps", type=int, default=50, help="DDIM inversion steps of the transfer bars (with fixed-point iterations: use --steps', i.e. 25, so the inverted grid is the sampled one)")
     ap.add_argument("--fixed-point-iters", type=int, default=0, help="fixed-point iterations per inversion step (0: plain DDIM)")
+    ap.add_argument("--lora", default=None, help='JSON overriding the TOY_LORA recipe, e.g. \'{"rank": 4, "alpha": 4, "lr": 3e-4}\'')
     ap.add_argument("--merge", nargs="*", default=None, help="only merge these result JSONs (parts run in parallel) and print")
     a = ap.parse_args(argv)
     if a.merge is not None:
@@ -230,7 +231,7 @@ def main(argv=None):
     if "transfer" not in skip:
         r, grid, style_img = transfer_bars(pipe, net, a.contents, guidance=a.guidance, log=lambda s: print(s, flush=True),
                                            with_lora="lora" not in skip, content_start=a.content_start, fixed_point_iters=a.fixed_point_iters,
-                                           inversion_steps=a.inversion_steps)
+                                           inversion_steps=a.inversion_steps, lora_kw=json.loads(a.lora) if a.lora else None)
         res.update(r)
         if a.grid: save_grid(grid, a.grid)
     res["seconds"] = round(time.time() - t0, 1)

@@ -69,6 +69,16 @@ def main(argv=None):
     ap.add_argument("--latent-channels", type=int, default=24); ap.add_argument("--pred", default="sample")
     ap.add_argument("--ckpt-minutes", type=float, default=10); ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--log-every", type=int, default=25); ap.add_argument("--phase", default="1")
+    ap.add_argument("--skip-dropout", type=float, default=0.0, help="per-sample probability of zeroing the encoder skips "
+                    "into the decoder's top up blocks (--skip-blocks) in a training step: the layout must then pass through the "
+                    "deep decoder layers (3-5), which otherwise stay unused in a UNet this small (run r4)")
+    ap.add_argument("--skip-blocks", default="2,3", help="up blocks whose skip connections --skip-dropout zeroes")
+    ap.add_argument("--p-unknown", type=float, default=0.0, help="share of captions whose style word becomes a held-out "
+                    "style's word (--unknown-words) over the same base-style picture: the base model learns that those words "
+                    "carry no look, as SD treats a rare token, and a one-image LoRA can bind them (run r5)")
+    ap.add_argument("--unknown-words", default="stripes,dots")
+    ap.add_argument("--schedule-shift", type=float, default=1.0, help="multiply every step's SNR by this and rescale to "
+                    "zero terminal SNR (model.shifted_scheduler; 16 = the 64x64/16x16 latent-size ratio squared; run r6)")
     ap.add_argument("--init", default=None, help="start a new phase from this checkpoint folder's UNet (fresh optimizer, new budget)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -84,11 +94,24 @@ def main(argv=None):
     empty = pipe.tokenizer([""], padding="max_length", max_length=pipe.tokenizer.model_max_length, return_tensors="pt").input_ids
     style_only = pipe.tokenizer([f"{s} style" for s in BASE_STYLES], padding="max_length",
                                 max_length=pipe.tokenizer.model_max_length, return_tensors="pt").input_ids
+    if a.schedule_shift != 1.0:
+        from model import shifted_scheduler
+        pipe.scheduler = shifted_scheduler(pipe.scheduler.config, a.schedule_shift)
     acp = pipe.scheduler.alphas_cumprod.float()
+    unknown = torch.tensor([pipe.tokenizer(w).input_ids[1] for w in a.unknown_words.split(",")])
+    assert all(len(pipe.tokenizer(w).input_ids) == 3 for w in a.unknown_words.split(",")), "one token per unknown word"
     if a.init:  # a new phase on a new budget: the previous phase's (EMA) UNet as the starting point
         from diffusers import UNet2DConditionModel
         unet.load_state_dict(UNet2DConditionModel.from_pretrained(str(Path(a.init) / "unet"), torch_dtype=torch.float32).state_dict())
     ema = copy.deepcopy(unet).eval().requires_grad_(False)
+    drop = {"keep": None}  # [B, 1, 1, 1] 0/1 per sample while a training step runs, else None (the EMA copy has no hook)
+
+    def skip_dropout(module, args, kwargs):  # forward pre-hook on an up block: zero the chosen samples' skip features
+        if drop["keep"] is None: return None
+        kwargs["res_hidden_states_tuple"] = tuple(r * drop["keep"] for r in kwargs["res_hidden_states_tuple"])
+        return args, kwargs
+    if a.skip_dropout > 0:
+        for b in map(int, a.skip_blocks.split(",")): unet.up_blocks[b].register_forward_pre_hook(skip_dropout, with_kwargs=True)
     unet.train().requires_grad_(True)
     opt = torch.optim.AdamW(unet.parameters(), lr=a.lr, weight_decay=0.01)
     g = torch.Generator().manual_seed(a.seed)
@@ -125,13 +148,18 @@ def main(argv=None):
         short = (u >= a.p_uncond) & (u < a.p_uncond + a.p_style_only)  # "checker style": the style word alone
         tid[short] = style_only.repeat(a.layouts, 1)[short]
         tid[u < a.p_uncond] = empty
+        unk = (u >= a.p_uncond + a.p_style_only) & (u < a.p_uncond + a.p_style_only + a.p_unknown)
+        if unk.any():  # captions put the style word first: token 1 (after the start token)
+            tid[unk, 1] = unknown[torch.randint(0, len(unknown), (int(unk.sum()),), generator=g)]
         with torch.no_grad(): c = te(tid)[0]
         t = torch.randint(0, 1000, (B,), generator=g)
         al = acp[t][:, None, None, None]
         noise = torch.randn(z0.shape, generator=g)
         zt = al.sqrt() * z0 + (1 - al).sqrt() * noise
         target = {"epsilon": noise, "v_prediction": al.sqrt() * noise - (1 - al).sqrt() * z0, "sample": z0}[a.pred]
+        if a.skip_dropout > 0: drop["keep"] = (torch.rand(B, generator=g) >= a.skip_dropout).float()[:, None, None, None]
         pred = unet(zt, t, c).sample
+        drop["keep"] = None
         loss = ((pred - target) ** 2).mean()
         opt.zero_grad(set_to_none=True); loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0); opt.step()
