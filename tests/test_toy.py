@@ -248,3 +248,12 @@ def test_the_shipped_folder_loads_with_plain_diffusers():
     assert json.loads((toy.TOY_DIR / "model_index.json").read_text())["vae"] == ["diffstyler.toy", "PatchVAE"]
     pipe = StableDiffusionPipeline.from_pretrained(str(toy.TOY_DIR), local_files_only=True)
     assert isinstance(pipe.vae, toy.PatchVAE)
+
+
+def test_plain_diffusers_in_a_fresh_process_needs_only_import_diffstyler_toy():
+    "What chapter 08c tells a reader: diffusers finds the module a folder names in sys.modules, so import it first."
+    code = ("import diffstyler.toy\nfrom diffusers import StableDiffusionPipeline\n"
+            f"p = StableDiffusionPipeline.from_pretrained({str(toy.TOY_DIR)!r}, local_files_only=True)\n"
+            "print(type(p.vae).__name__, p.vae_scale_factor)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.split()[-2:] == ["PatchVAE", "4"], r.stderr[-2000:]

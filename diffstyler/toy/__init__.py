@@ -13,8 +13,8 @@ __all__ = ['SHAPES', 'COLORS', 'BACKGROUNDS', 'STYLES', 'HELD_OUT_STYLES', 'TRAI
 # %% ../../nbs/08_toy.ipynb #2aedab8a
 import argparse
 import torch
-# saved toy folders name PatchVAE as ["diffstyler.toy", "PatchVAE"]; diffusers' from_pretrained imports this module and
-# looks up PatchVAE and its loadable base class here
+# saved toy folders name PatchVAE as ["diffstyler.toy", "PatchVAE"]; diffusers' from_pretrained finds this module in
+# sys.modules (it imports none but its own libraries) and looks up PatchVAE and its loadable base class here
 from diffusers import ModelMixin
 from .world import (
     SHAPES, COLORS, BACKGROUNDS, STYLES, HELD_OUT_STYLES, TRAIN_STYLES, TOY_WORDS, shape_mask, caption_for,
