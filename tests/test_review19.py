@@ -8,17 +8,10 @@ from PIL import Image
 import diffstyler as ds
 from diffstyler.lora import use_adapter, save_lora
 from diffstyler.inversion import SourceTrajectory
-from test_compute import random_lora   # one helper for the random-LoRA tests (tests/ is on sys.path)
+from test_compute import random_lora, strips   # one copy of each helper (tests/ is on sys.path)
 
 STEPS, INV = 4, 4
 
-
-def strips(k, n=8):
-    "k vertical strips covering the latent: one mask per style."
-    ms = []
-    for j in range(k):
-        m = torch.zeros(n, n); m[:, j * n // k:(j + 1) * n // k] = 1; ms.append(m)
-    return ms
 
 
 def content_image():
