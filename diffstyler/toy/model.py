@@ -124,14 +124,16 @@ def save_toy_pipeline(pipe, out_dir, fp16: bool = True):
         if tmp.exists(): shutil.rmtree(tmp)
     return out_dir
 
-def load_toy_pipeline(path=None) -> StableDiffusionPipeline:
-    "The shipped toy text-to-image model (offline, float32, CPU), from diffstyler/assets/toy."
+def load_toy_pipeline(path=None, vae_class=None) -> StableDiffusionPipeline:
+    """The shipped toy text-to-image model (offline, float32, CPU), from diffstyler/assets/toy, or a toy folder at `path`.
+    `vae_class` (default `PatchVAE`): the VAE stand-in the folder was saved with (the second toy world's prototype in
+    scripts/toy2 saves a PCA VAE)."""
     path = Path(path) if path is not None else TOY_DIR
     if not (path / "model_index.json").exists():
         raise ModelNotAvailableError(f"the toy model weights are not in '{path}': train them with `diffstyler toy-train --out {path}`.")
     # part by part rather than StableDiffusionPipeline.from_pretrained, which warns that PatchVAE is not an AutoencoderKL
     f32 = dict(torch_dtype=torch.float32, local_files_only=True)
-    pipe = StableDiffusionPipeline(vae=PatchVAE.from_pretrained(str(path / "vae"), **f32),
+    pipe = StableDiffusionPipeline(vae=(vae_class or PatchVAE).from_pretrained(str(path / "vae"), **f32),
                                    unet=UNet2DConditionModel.from_pretrained(str(path / "unet"), **f32),
                                    text_encoder=CLIPTextModel.from_pretrained(str(path / "text_encoder"), **f32),
                                    tokenizer=CLIPTokenizer.from_pretrained(str(path / "tokenizer"), local_files_only=True),
