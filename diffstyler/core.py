@@ -13,10 +13,11 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # %% auto #0
-__all__ = ['MAX_IMAGE_PIXELS', 'PAPER_NEGATIVE', 'OFFICIAL_NEGATIVE', 'PRESET_TABLE', 'PRESETS', 'DiffStylerError', 'InputError',
-           'ModelNotAvailableError', 'check_int_range', 'get_device', 'get_dtype', 'make_generator', 'seed_everything',
-           'read_image_file', 'load_image', 'image_to_tensor', 'tensor_to_image', 'working_size', 'prepare_image',
-           'postprocess_image', 'check_output_path', 'atomic_write', 'save_image', 'dumps_json', 'InjectionConfig']
+__all__ = ['MAX_IMAGE_PIXELS', 'PAPER_NEGATIVE', 'OFFICIAL_NEGATIVE', 'KINDS', 'SOURCES', 'PRESET_TABLE', 'PRESETS',
+           'DiffStylerError', 'InputError', 'ModelNotAvailableError', 'check_int_range', 'get_device', 'get_dtype',
+           'make_generator', 'seed_everything', 'read_image_file', 'load_image', 'image_to_tensor', 'tensor_to_image',
+           'working_size', 'prepare_image', 'postprocess_image', 'check_output_path', 'atomic_write', 'save_image',
+           'dumps_json', 'Rule', 'InjectionConfig']
 
 # %% ../nbs/00_core.ipynb #c7af70e8
 class DiffStylerError(ValueError):
@@ -234,6 +235,53 @@ def dumps_json(obj, **kw) -> str:
 PAPER_NEGATIVE = ""
 OFFICIAL_NEGATIVE = "ugly, blurry, black, low res, unrealistic"
 
+KINDS = ("feature", "self_q", "self_k", "self_v", "cross_q", "cross_k")   # what a rule can inject (cross V is the text's)
+SOURCES = ("content", "style")   # whose cached DDIM trajectory the injected tensor comes from
+
+@dataclass(frozen=True)
+class Rule:
+    """One injection rule: in sampling steps [start, stop) the decoder `layers` take tensor `kind` from the `source`
+    trajectory, replaced (weight 1) or blended, x <- w * x_source + (1 - w) * x, where w = weight, times min(1, t / blend_t)
+    at timestep t when blend_t > 0 (the authors' latest code: blend_t=500, r = min(1, 2t/1000)).
+
+    kind: feature (a decoder ResNet's residual-branch output, after conv2) | self_q | self_k | self_v | cross_q | cross_k.
+    source: 'content' (the content image's trajectory, every DiffStyler preset) | 'style' (the style image's: StyleID).
+    Steps count sampling steps of the config's `num_steps`; layers are decoder layers 0..11 (attention in 3..11 on SD)."""
+    kind: str
+    layers: Tuple[int, ...]
+    start: int = 0
+    stop: int = 50
+    source: str = "content"
+    weight: float = 1.0
+    blend_t: int = 0
+
+    def __post_init__(self):
+        if self.kind not in KINDS: raise InputError(f"rule kind={self.kind!r} is not known: use one of {list(KINDS)}.")
+        if self.source not in SOURCES: raise InputError(f"rule source={self.source!r} must be 'content' or 'style'.")
+        set_ = lambda k, v: object.__setattr__(self, k, v)   # frozen: the rules of a preset cannot drift
+        set_("layers", InjectionConfig._layers(f"{self.kind} rule layers", self.layers))
+        set_("start", check_int_range(f"{self.kind} rule start", self.start, 0, fix="steps are counted from 0."))
+        set_("stop", check_int_range(f"{self.kind} rule stop", self.stop, self.start, fix=f"stop must be >= start ({self.start})."))
+        try: w = float(self.weight)
+        except (TypeError, ValueError): raise InputError(f"{self.kind} rule weight={self.weight!r} must be a number in 0..1.") from None
+        if not 0 <= w <= 1: raise InputError(f"{self.kind} rule weight={w} is outside 0..1: 1 replaces, less blends.")
+        set_("weight", w)
+        set_("blend_t", check_int_range(f"{self.kind} rule blend_t", self.blend_t, 0, fix="0 keeps the weight at every timestep."))
+
+    def covers(self, kind: str, layer: int, step: int) -> bool:
+        return kind == self.kind and self.start <= step < self.stop and layer in self.layers
+
+    def weight_at(self, timestep) -> float:
+        "The blend weight at scheduler timestep t (1 = replace)."
+        if not self.blend_t: return self.weight
+        if timestep is None: raise InputError("a blended rule (blend_t) needs the current timestep: set controller.timestep in the sampling loop.")
+        return self.weight * min(1.0, float(timestep) / self.blend_t)
+
+    def scaled(self, num_steps: int, new_steps: int, literal: bool = False) -> "Rule":
+        "The rule for `new_steps` sampling steps: start and stop scaled and rounded, or (literal) capped."
+        s = (lambda v: min(v, new_steps)) if literal else (lambda v: int(round(v * new_steps / num_steps)))
+        return dataclasses.replace(self, start=s(self.start), stop=s(self.stop))
+
 @dataclass
 class InjectionConfig:
     "Which decoder layers and how many initial sampling steps receive the source's features and attention, and how."
@@ -254,6 +302,9 @@ class InjectionConfig:
     literal_steps: bool = False  # the step counts are literal (the authors' timesteps[:k]): not scaled, capped at num_steps
     mask_mode: str = "soft"      # "soft": area-resized masks, normalised where they overlap; "binary": the authors' masks
     pinned_lora: bool = False    # the authors' pinned diffusers 0.17.1: LoRA off in the attention modules their code patches
+    rules: Tuple[Rule, ...] = () # injection beyond the knobs above (other methods' presets); a later rule wins where two cover
+    attention_temperature: float = 1.0   # StyleID's T: self-attention logits x T wherever a rule injects self-attention K
+    adain_init: bool = False     # StyleID: start from AdaIN(content z_T, style z_T), per-channel mean and std
 
     def __post_init__(self):
         self.feature_layers = self._layers("feature_layers", self.feature_layers)
@@ -275,6 +326,20 @@ class InjectionConfig:
         if not (0 <= self.guidance_scale <= 50): raise InputError(f"guidance_scale={self.guidance_scale} is outside 0..50.")
         self.self_attention, self.cross_attention = bool(self.self_attention), bool(self.cross_attention)
         self.pinned_lora = bool(self.pinned_lora)
+        if isinstance(self.rules, (Rule, dict)): self.rules = (self.rules,)
+        try: rules = tuple(r if isinstance(r, Rule) else Rule(**r) for r in self.rules)   # dicts: a config read back from JSON
+        except TypeError: raise InputError(f"rules={self.rules!r} must be a sequence of Rule (or dicts of its fields).") from None
+        if self.literal_steps: rules = tuple(dataclasses.replace(r, start=min(r.start, self.num_steps), stop=min(r.stop, self.num_steps)) for r in rules)
+        for r in rules:
+            if r.stop > self.num_steps: raise InputError(f"{r.kind} rule stop={r.stop} is outside 0..{self.num_steps}: {fix}")
+        if rules and self.source == "lora":
+            raise InputError("rules read a cached trajectory: use source='base' (the in-batch source of the authors' scheme has none).")
+        self.rules = rules
+        try: self.attention_temperature = float(self.attention_temperature)
+        except (TypeError, ValueError): raise InputError(f"attention_temperature={self.attention_temperature!r} must be a number.") from None
+        if not (0 < self.attention_temperature <= 100):
+            raise InputError(f"attention_temperature={self.attention_temperature} is outside (0, 100]: 1 leaves attention as it is; StyleID uses 1.5.")
+        self.adain_init = bool(self.adain_init)
 
     @staticmethod
     def _layers(name, layers):
@@ -313,24 +378,48 @@ class InjectionConfig:
         if self.literal_steps: return self.replace(num_steps=num_steps)
         s = lambda v: int(round(v * num_steps / self.num_steps))
         return self.replace(feature_steps=s(self.feature_steps), attention_steps=s(self.attention_steps),
-                            base_steps=s(self.base_steps), num_steps=num_steps)
+                            base_steps=s(self.base_steps), num_steps=num_steps,
+                            rules=tuple(r.scaled(self.num_steps, num_steps) for r in self.rules))
 
     def replace(self, **kw) -> "InjectionConfig":
         "A copy with some fields changed (validated again)."
         return dataclasses.replace(self, **kw)
 
     # The controller asks these questions; nothing else in the package decides a schedule.
+    def all_rules(self) -> Tuple[Rule, ...]:
+        "The paper's knobs as rules (features, then self- and cross-attention Q and K from the content), then `rules`."
+        key = (self.feature_layers, self.feature_steps, self.attention_layers, self.attention_steps, self.self_attention,
+               self.cross_attention, self.qk_blend_t, self.rules)
+        memo = self.__dict__.get("_memo")   # the hooks ask per layer and step: compile once per set of knobs
+        if memo is not None and memo[0] == key: return memo[1]
+        out = []
+        if self.feature_steps and self.feature_layers: out.append(Rule("feature", self.feature_layers, 0, self.feature_steps))
+        for on, kind in ((self.self_attention, "self"), (self.cross_attention, "cross")):
+            if on and self.attention_steps and self.attention_layers:
+                out += [Rule(f"{kind}_{n}", self.attention_layers, 0, self.attention_steps, blend_t=self.qk_blend_t) for n in "qk"]
+        self.__dict__["_memo"] = (key, tuple(out) + self.rules)
+        return self.__dict__["_memo"][1]
+
+    def rule(self, kind: str, layer: int, step: int) -> Optional[Rule]:
+        "The rule that decides tensor `kind` of decoder `layer` at sampling `step` (the last that covers it), or None (not injected)."
+        for r in reversed(self.all_rules()):
+            if r.covers(kind, layer, step): return r
+        return None
+    def touches(self, kind: str, layer: int, step: int) -> bool:
+        "Does some rule inject `kind` (a `KINDS` name) in `layer` at `step`? (A recording pass asks this of its plan.)"
+        return self.rule(kind, layer, step) is not None
+    def reads(self, source: str) -> bool:
+        "Does a transfer with this config read the `source` ('content' or 'style') trajectory's cache or latents?"
+        return any(r.source == source for r in self.all_rules()) or (source == "style" and self.adain_init)
     def injects_feature(self, layer: int, step: int) -> bool:
-        return step < self.feature_steps and layer in self.feature_layers
+        return self.touches("feature", layer, step)
     def injects_attention(self, kind: str, layer: int, step: int) -> bool:
-        on = self.self_attention if kind == "self" else self.cross_attention
-        return on and step < self.attention_steps and layer in self.attention_layers
+        "Is any of Q, K, V of `kind` ('self' or 'cross') attention injected in `layer` at `step`?"
+        return any(self.touches(f"{kind}_{n}", layer, step) for n in "qkv")
     def qk_weight(self, kind: str, layer: int, step: int, timestep) -> float:
-        "Weight r of the source's Q, K in (step, timestep): 0 = not injected, 1 = replaced, between = blended."
-        if not self.injects_attention(kind, layer, step): return 0.0
-        if not self.qk_blend_t: return 1.0
-        if timestep is None: raise InputError("qk_blend_t needs the current timestep: set controller.timestep in the sampling loop.")
-        return min(1.0, float(timestep) / self.qk_blend_t)
+        "Weight r of the source's Q in (step, timestep) of `kind` attention: 0 = not injected, 1 = replaced, between = blended."
+        r = self.rule(f"{kind}_q", layer, step)
+        return 0.0 if r is None else r.weight_at(timestep)
     def lora_off(self, kind: str, layer: int) -> bool:
         "With `pinned_lora`: is the LoRA bypassed in this attention module (every step, as the patched forward of diffusers 0.17.1 did)?"
         on = self.self_attention if kind == "self" else self.cross_attention
@@ -347,4 +436,18 @@ PRESET_TABLE = {
     "official": (dict(_AUTHORS, cross_attention=False, qk_blend_t=500), "lishaoxu1994/DiffStyler 6f1165d (2025-12-16) pnp_utils_combine.py + diffstyler.py: attn1 Q/K blended r=min(1, 2t/1000)"),
     "official_2024": (dict(_AUTHORS, cross_attention=True), "lishaoxu1994/DiffStyler 364f8f0 (2024-04-12) pnp_utils_combine.py + diffstyler.py: attn1+attn2 Q/K replaced"),
 }
+# Other methods of the family, run through the same controller and cache (chapter 14); none trains a LoRA.
+_STYLEID_LAYERS = tuple(range(6, 12))
+PRESET_TABLE.update({
+    "pnp": (dict(feature_layers=(4,), feature_steps=40, attention_layers=tuple(range(4, 12)), attention_steps=25, cross_attention=False,
+                 negative_prompt=OFFICIAL_NEGATIVE),
+            "Plug-and-Play (Tumanyan et al. CVPR 2023), MichalGeyer/pnp-diffusers pnp.py + pnp_utils.py: decoder layer 4 feature for int(0.8*50)=40 steps, self-attention Q/K 4-11 for int(0.5*50)=25, guidance 7.5"),
+    "styleid": (dict(feature_steps=0, attention_steps=0, guidance_scale=1.0, attention_temperature=1.5, adain_init=True,
+                     rules=(Rule("self_q", _STYLEID_LAYERS, 0, 50, "content", weight=0.75),   # query preservation, gamma = 0.75
+                            Rule("self_k", _STYLEID_LAYERS, 0, 50, "style"), Rule("self_v", _STYLEID_LAYERS, 0, 50, "style"))),
+                "StyleID (Chung et al. CVPR 2024), jiwoogit/StyleID run_styleid.py + ldm attention.py: style K, V and gamma=0.75 content Q in self-attention 6-11 at every step, T=1.5, AdaIN start, no text guidance"),
+    "masactrl": (dict(feature_steps=0, attention_steps=0,
+                      rules=(Rule("self_k", _STYLEID_LAYERS, 4, 50), Rule("self_v", _STYLEID_LAYERS, 4, 50))),
+                 "MasaCtrl (Cao et al. ICCV 2023), TencentARC/MasaCtrl masactrl.py: mutual self-attention, the source's K, V in self-attention 6-11 (its blocks 10-15) from step 4 of 50, guidance 7.5"),
+})
 PRESETS = tuple(PRESET_TABLE)

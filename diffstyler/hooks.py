@@ -4,12 +4,12 @@
 
 # %% ../nbs/02_hooks.ipynb #4a2198ea
 from __future__ import annotations
-import contextlib
+import contextlib, math
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Tuple
 import torch
 import torch.nn.functional as F
-from .core import InjectionConfig, InputError
+from .core import InjectionConfig, InputError, Rule
 
 # %% auto #0
 __all__ = ['check_sd_unet', 'DecoderLayer', 'decoder_layers', 'attention_layer_indices', 'FeatureStore', 'InjectionController',
@@ -115,30 +115,36 @@ def _blend(x: torch.Tensor, s: torch.Tensor, r: float, keep: Optional[slice]) ->
 class InjectionController:
     "Decides, per (step, decoder layer, kind), whether to record, inject (replace or blend) or pass."
     def __init__(self, inject: Optional[InjectionConfig] = None, source: Optional[FeatureStore] = None,
-                 record: Optional[InjectionConfig] = None, recorder=None, groups: int = 1):
+                 record: Optional[InjectionConfig] = None, recorder=None, groups: int = 1, style: Optional[FeatureStore] = None):
         self.step: Optional[int] = None       # index of the sampling step, set by the denoising loop
         self.timestep: Optional[int] = None   # its scheduler timestep t (a blend weight may depend on it)
-        self.configure(inject, source, record, recorder, groups)
+        self.configure(inject, source, record, recorder, groups, style)
 
-    def configure(self, inject=None, source=None, record=None, recorder=None, groups: int = 1):
+    def configure(self, inject=None, source=None, record=None, recorder=None, groups: int = 1, style=None):
         """Set what the next UNet pass does; `source=None` with `inject` means in-batch injection from element 0.
 
+        source / style: the content's / the style image's cached store, read by rules whose source is 'content' / 'style'.
         groups: the batch is `groups` equal blocks, one per style run in the same UNet call (in-batch: element 0 of each
         block is its source row); `recorder` may then be a list of one store per block."""
         if record is not None and recorder is None: recorder = FeatureStore()
         if isinstance(recorder, (list, tuple)) and len(recorder) != groups:
             raise InputError(f"{len(recorder)} recorders for {groups} groups: give one FeatureStore per block of the batch.")
         self.inject, self.source, self.record, self.recorder, self.groups = inject, source, record, recorder, int(groups)
+        self.style = style
         return self
 
-    def _asks(self, cfg: Optional[InjectionConfig], kind: str, layer: int) -> bool:
-        if cfg is None or self.step is None: return False
-        if kind == "feature": return cfg.injects_feature(layer, self.step)
-        return cfg.injects_attention(kind, layer, self.step)
+    def rule(self, kind: str, layer: int) -> Optional[Rule]:
+        "The injection rule for `kind` (a `KINDS` name) of `layer` at the current step, or None."
+        if self.inject is None or self.step is None: return None
+        return self.inject.rule(kind, layer, self.step)
+
+    def records(self, kind: str, layer: int) -> bool:
+        return self.record is not None and self.step is not None and self.record.touches(kind, layer, self.step)
 
     def wants(self, kind: str, layer: int) -> bool:
         "Does this (current step, layer, kind) need the hook at all? kind: feature | self | cross."
-        return self._asks(self.inject, kind, layer) or self._asks(self.record, kind, layer)
+        kinds = ("feature",) if kind == "feature" else (f"{kind}_q", f"{kind}_k", f"{kind}_v")
+        return any(self.rule(k, layer) is not None or self.records(k, layer) for k in kinds)
 
     def source_rows(self, batch: int) -> slice:
         "In-batch injection: the rows holding the source latent's pass (element 0 of each of the `groups` blocks)."
@@ -150,47 +156,73 @@ class InjectionController:
         stores = self.recorder if isinstance(self.recorder, (list, tuple)) else [self.recorder]
         for store, part in zip(stores, x.chunk(len(stores))): store.put(self.step, layer, kind, part)
 
+    def _cached(self, rule: Rule, layer: int, batch: int, like: torch.Tensor) -> torch.Tensor:
+        "The rule's tensor from its trajectory's store (content or style), broadcast to `batch` rows (a view)."
+        store = self.style if rule.source == "style" else self.source
+        if store is None: raise InputError(f"a {rule.kind} rule reads the {rule.source} trajectory, which this pass was not given: "
+                                           f"pass style_source= (a SourceTrajectory of the style image) to transfer.")
+        return _broadcast(store.get(self.step, layer, rule.kind, like=like), batch)
+
     def branch_rows(self, layer: int, batch: int) -> Optional[slice]:
         """Rows whose own ResNet residual branch `layer` needs at this step: None = all of them, or an empty slice when the
         cached source replaces it for every row. In-batch injection computes all rows: the branch of the source rows alone
         would round differently (a convolution over 1 row vs 3), which guidance 10.5 grows to ~4e-5 over a run, to save ~1%
         of a call (the authors' presets inject one layer)."""
-        return slice(0, 0) if self.source is not None and self._asks(self.inject, "feature", layer) else None
+        r = self.rule("feature", layer)
+        replaced = r is not None and self.source is not None and r.weight_at(self.timestep) == 1
+        return slice(0, 0) if replaced else None
 
     def feature(self, layer: int, h: Optional[torch.Tensor], batch: int, like: torch.Tensor) -> torch.Tensor:
         """The ResNet residual-branch output (after conv2, before the shortcut) to use in `layer` for all `batch` rows, given
         `h`, the branch computed for the rows `branch_rows` named (None if none); `like` gives the dtype and device."""
-        if self._asks(self.inject, "feature", layer):
-            h = _spread(h[self.source_rows(batch)], batch) if self.source is None else _broadcast(self.source.get(self.step, layer, "feature", like=like), batch)
-        if self._asks(self.record, "feature", layer): self._put(layer, "feature", h)
+        r = self.rule("feature", layer)
+        if r is not None:
+            w = r.weight_at(self.timestep)
+            if self.source is None:   # in-batch: each block's source row
+                rows = self.source_rows(batch); s = _spread(h[rows], batch)
+            else: rows, s = None, self._cached(r, layer, batch, like)
+            h = s if w == 1 else _blend(h, s, w, rows)
+        if self.records("feature", layer): self._put(layer, "feature", h)
         return h
 
-    def attention(self, kind: str, layer: int, project: Callable[[slice], Tuple[torch.Tensor, torch.Tensor]],
-                  batch: int, like: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        "The (Q, K) to use in `layer`'s self- or cross-attention; `project(rows)` computes the pass's own Q, K for those rows."
-        r = self.inject.qk_weight(kind, layer, self.step, self.timestep) if self._asks(self.inject, kind, layer) else 0.0
-        if r == 0: q, k = project(slice(None))
-        elif r == 1 and self.source is None:  # in-batch replace: only the source rows' projections are needed
-            q, k = project(self.source_rows(batch))
-            q, k = _spread(q, batch), _spread(k, batch)
-        elif r == 1:                          # replace from the cache: the pass's own Q and K are never computed
-            src = lambda name: self.source.get(self.step, layer, name, like=like)
-            q, k = _broadcast(src(f"{kind}_q"), batch), _broadcast(src(f"{kind}_k"), batch)
-        else:                                 # blend: x <- r * x_source + (1 - r) * x (the authors' latest code)
-            q, k = project(slice(None))
-            if self.source is None:
-                rows = self.source_rows(batch)
-                q, k = _blend(q, _spread(q[rows], batch), r, rows), _blend(k, _spread(k[rows], batch), r, rows)
-            else:
-                qs, ks = (self.source.get(self.step, layer, f"{kind}_{n}", like=like) for n in "qk")
-                q, k = _blend(q, qs, r, None), _blend(k, ks, r, None)
-        if self._asks(self.record, kind, layer):
-            self._put(layer, f"{kind}_q", q); self._put(layer, f"{kind}_k", k)
-        return q, k
+    def attention(self, kind: str, layer: int, project: Callable[[slice, str], List[torch.Tensor]],
+                  batch: int, like: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The (Q, K, V) to use in `layer`'s self- or cross-attention; `project(rows, names)` computes the pass's own
+        projections `names` (some of 'qkv') for those rows. Each of Q, K, V follows its own rule: kept, replaced (its own
+        projection is then never computed) or blended, x <- w * x_source + (1 - w) * x (the authors' latest code, StyleID's
+        query preservation)."""
+        rules = {n: self.rule(f"{kind}_{n}", layer) for n in "qkv"}
+        w = {n: 0.0 if r is None else r.weight_at(self.timestep) for n, r in rules.items()}
+        own_names = "".join(n for n in "qkv" if w[n] < 1)
+        own = dict(zip(own_names, project(slice(None), own_names))) if own_names else {}
+        out = {}
+        if self.source is None and any(w.values()):   # in-batch (the authors' scheme): each block's source row
+            rows = self.source_rows(batch)
+            src_names = "".join(n for n in "qkv" if w[n] == 1)   # replaced: only the source rows' projections are needed
+            src = dict(zip(src_names, project(rows, src_names))) if src_names else {}
+            for n in "qkv":
+                if w[n] == 0: out[n] = own[n]
+                elif w[n] == 1: out[n] = _spread(src[n], batch)
+                else: out[n] = _blend(own[n], _spread(own[n][rows], batch), w[n], rows)
+        else:                                          # from the cache: the content's or the style's trajectory
+            for n in "qkv":
+                if w[n] == 0: out[n] = own[n]
+                else:
+                    s = self._cached(rules[n], layer, batch, like)
+                    out[n] = s if w[n] == 1 else _blend(own[n], s, w[n], None)
+        for n in "qkv":
+            if self.records(f"{kind}_{n}", layer): self._put(layer, f"{kind}_{n}", out[n])
+        return out["q"], out["k"], out["v"]
+
+    def attention_scale(self, kind: str, layer: int, head_dim: int) -> Optional[float]:
+        "The softmax scale of `layer`'s attention: None (SDPA's 1/sqrt(d)), or T/sqrt(d) where a rule injects K and the config's temperature T != 1 (StyleID)."
+        T = 1.0 if self.inject is None else self.inject.attention_temperature
+        if T == 1 or self.rule(f"{kind}_k", layer) is None: return None
+        return T / math.sqrt(head_dim)
 
 # %% ../nbs/02_hooks.ipynb #cb22ebcd
 class InjectionAttnProcessor:
-    "Attention processor that lets the controller record, replace or blend Q and K; otherwise defers to the original."
+    "Attention processor that lets the controller record, replace or blend Q, K and V; otherwise defers to the original."
     def __init__(self, controller: InjectionController, layer: int, kind: str, original):
         self.controller, self.layer, self.kind, self.original = controller, layer, kind, original
 
@@ -210,17 +242,19 @@ class InjectionAttnProcessor:
         if attn.group_norm is not None: hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
         if encoder_hidden_states is None: encoder_hidden_states = hidden_states
         elif attn.norm_cross: encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
-        value = attn.to_v(encoder_hidden_states)
-        # the only difference from AttnProcessor2_0: Q and K come through the controller, which computes the
+        # the only difference from AttnProcessor2_0: Q, K and V come through the controller, which computes the
         # projections only where the pass's own values are used
-        project = lambda rows: (attn.to_q(hidden_states[rows]), attn.to_k(encoder_hidden_states[rows]))
-        query, key = self.controller.attention(self.kind, self.layer, project, batch, hidden_states)
+        proj = {"q": lambda rows: attn.to_q(hidden_states[rows]), "k": lambda rows: attn.to_k(encoder_hidden_states[rows]),
+                "v": lambda rows: attn.to_v(encoder_hidden_states[rows])}
+        project = lambda rows, names: [proj[n](rows) for n in names]
+        query, key, value = self.controller.attention(self.kind, self.layer, project, batch, hidden_states)
         head_dim = key.shape[-1] // attn.heads
         split = lambda x: x.reshape(batch, -1, attn.heads, head_dim).transpose(1, 2)
         query, key, value = split(query), split(key), split(value)
         if attn.norm_q is not None: query = attn.norm_q(query)
         if attn.norm_k is not None: key = attn.norm_k(key)
-        out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False)
+        scale = self.controller.attention_scale(self.kind, self.layer, head_dim)   # None: SDPA's own 1/sqrt(d)
+        out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False, scale=scale)
         out = out.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(query.dtype)
         out = attn.to_out[1](attn.to_out[0](out))
         if input_ndim == 4: out = out.transpose(-1, -2).reshape(b, c, h, w)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Optional, Tuple, Union
 import torch
 from tqdm.auto import tqdm
-from .core import InjectionConfig, InputError, PRESET_TABLE, check_int_range, prepare_image, postprocess_image, atomic_write
+from .core import InjectionConfig, InputError, PRESET_TABLE, Rule, KINDS, check_int_range, prepare_image, postprocess_image, atomic_write
 from .models import encode_text, encode_image, decode_latents, image_size, ddim_scheduler, size_multiple
 from .hooks import FeatureStore, InjectionController, hooked, decoder_layers, attention_layer_indices
 
@@ -113,41 +113,40 @@ def ddim_invert(unet, scheduler, z0: torch.Tensor, cond: torch.Tensor, num_inver
     return torch.cat([saved[t] for t in sorted(saved, reverse=True)])
 
 # %% ../nbs/03_inversion.ipynb #a1c0e001
-def cache_keys(config: InjectionConfig, num_steps: Optional[int] = None) -> frozenset:
+def cache_keys(config: InjectionConfig, num_steps: Optional[int] = None, source: Optional[str] = None) -> frozenset:
     """The (step, layer, kind) keys of the source cache that a transfer with `config` reads (`FeatureStore.key` form: the
     cross-attention K, which does not depend on the step, has step None), for `num_steps` sampling steps (default: the
-    config's). Kinds: feature, self_q, self_k, cross_q, cross_k. Presets whose source is computed in the batch
-    (source='lora': the authors' scheme, `official` and `official_2024`) read nothing. With noise fusion the outside-mask
-    base pass injects for `base_steps` too."""
+    config's): one key per step and layer of each of its rules (`InjectionConfig.all_rules`). Kinds: `KINDS`.
+    `source`: only the keys read from the 'content' or the 'style' trajectory (None: both; a source pass records them all,
+    whichever image it inverts). Presets whose source is computed in the batch (source='lora': the authors' scheme,
+    `official` and `official_2024`) read nothing. With noise fusion the outside-mask base pass injects for `base_steps` too."""
     c = config.scaled(num_steps) if num_steps is not None else config
     if c.source == "lora": return frozenset()
-    fs, at = c.feature_steps, c.attention_steps
-    if c.fusion == "noise": fs, at = max(fs, c.base_steps), max(at, c.base_steps)
-    keys = {(s, l, "feature") for s in range(fs) for l in c.feature_layers}
-    for on, kind in ((c.self_attention, "self"), (c.cross_attention, "cross")):
-        if not on: continue
-        for l in c.attention_layers:
-            for s in range(at): keys |= {FeatureStore.key(s, l, f"{kind}_q"), FeatureStore.key(s, l, f"{kind}_k")}
-    return frozenset(keys)
+    rules = c.all_rules()
+    if c.fusion == "noise" and c.base_steps: rules += c.replace(feature_steps=c.base_steps, attention_steps=c.base_steps).all_rules()
+    return frozenset(FeatureStore.key(s, l, r.kind) for r in rules if source in (None, r.source)
+                     for s in range(r.start, r.stop) for l in r.layers)
 
 @dataclass(frozen=True)
 class RecordPlan:
     """What the source pass records: a set of cache keys (`cache_keys`), usually the union of what some configs read.
-    The `InjectionController` asks it `injects_feature` / `injects_attention` like a config (recording Q and K together)."""
+    The `InjectionController` asks it `touches(kind, layer, step)` like a config."""
     keys: frozenset
     num_steps: int
     name: str = "custom"
-    def injects_feature(self, layer: int, step: int) -> bool: return (step, layer, "feature") in self.keys
-    def injects_attention(self, kind: str, layer: int, step: int) -> bool: return (step, layer, f"{kind}_q") in self.keys
+    def touches(self, kind: str, layer: int, step: int) -> bool: return FeatureStore.key(step, layer, kind) in self.keys
     def __len__(self): return len(self.keys)
     def __repr__(self): return f"RecordPlan({self.name!r}: {len(self.keys)} keys, {self.num_steps} steps)"
     def to_dict(self) -> dict: return dict(name=self.name, num_steps=self.num_steps, keys=len(self.keys))
 
-def record_all(unet, num_steps: int) -> InjectionConfig:
-    "A config covering every decoder layer of `unet` at every step (what `record='all'` records)."
+def record_all(unet, num_steps: int, values: bool = False) -> InjectionConfig:
+    """A config covering every decoder layer of `unet` at every step (what `record='all'` records): features and the Q, K
+    of self- and cross-attention, the kinds DiffStyler's presets read; `values=True` adds self-attention V (StyleID,
+    MasaCtrl; record=['all', 'styleid'] gives both)."""
+    att = attention_layer_indices(unet)
     return InjectionConfig(feature_layers=tuple(range(len(decoder_layers(unet)))), feature_steps=num_steps,
-                           attention_layers=attention_layer_indices(unet), attention_steps=num_steps,
-                           num_steps=num_steps, name="record-all")
+                           attention_layers=att, attention_steps=num_steps, num_steps=num_steps, name="record-all",
+                           rules=(Rule("self_v", att, 0, num_steps),) if values else ())
 
 def record_plan(record, num_steps: int, unet=None) -> RecordPlan:
     """The `RecordPlan` for `record`: 'all' (every layer and step of `unet`: for the analysis chapters and widgets that
@@ -261,12 +260,13 @@ class SourceTrajectory:
         "Bytes held by the cache (latents and recorded tensors)."
         return self.store.nbytes + sum(t.numel() * t.element_size() for t in (self.inverted, self.latents))
 
-    def check_covers(self, config: InjectionConfig):
+    def check_covers(self, config: InjectionConfig, role: str = "content"):
         """Raise a one-line `InputError` if a transfer with `config` would read a (step, layer, kind) that the store does not
-        hold (`cache_keys`), naming the config, what is missing, and the `record=` that covers it."""
-        missing = cache_keys(config, self.num_steps) - set(self.store.data)
+        hold (`cache_keys` of `role`: this trajectory serves as the 'content' or the 'style'), naming the config, what is
+        missing, and the `record=` that covers it."""
+        missing = cache_keys(config, self.num_steps, role) - set(self.store.data)
         if not missing: return
-        order = {k: i for i, k in enumerate(("feature", "self_q", "self_k", "cross_q", "cross_k"))}
+        order = {k: i for i, k in enumerate(KINDS)}
         spans = {}
         for k in sorted({k for _, _, k in missing}, key=order.get):   # kinds missing at the same layers and steps: said once
             ls = frozenset(l for _, l, kk in missing if kk == k); ss = frozenset(s for s, _, kk in missing if kk == k and s is not None)
@@ -277,7 +277,7 @@ class SourceTrajectory:
         preset = name in PRESET_TABLE and config.scaled(n) == InjectionConfig.preset(name, n)
         if name in PRESET_TABLE and not preset: name += " (changed)"
         fix = f"record={name!r}" if preset else "record=<this config> (or a list of every config you will use)"
-        raise InputError(f"the source trajectory (recorded for {self.recorded.name!r}) lacks what config {name!r} reads: {what}; "
+        raise InputError(f"the {role} trajectory (recorded for {self.recorded.name!r}) lacks what config {name!r} reads: {what}; "
                          f"invert again with {fix}, or record='all' to explore any threshold.")
 
     def offloaded(self) -> "SourceTrajectory":

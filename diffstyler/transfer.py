@@ -18,7 +18,7 @@ from .inversion import SourceTrajectory, invert as _invert, record_all, check_fi
 from .lora import use_adapter
 
 # %% auto #0
-__all__ = ['Style', 'TransferResult', 'DiffStyler']
+__all__ = ['Style', 'TransferResult', 'adain', 'DiffStyler']
 
 # %% ../nbs/05_transfer.ipynb #d1729926
 @dataclass
@@ -42,6 +42,15 @@ class TransferResult:
     seconds: float = 0.0
     probes: List[FeatureStore] = field(default_factory=list)
     masks: List[torch.Tensor] = field(default_factory=list)
+
+def adain(z: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+    """Adaptive instance normalisation (Huang & Belongie 2017) of latents `z` [B, C, h, w] to the per-channel mean and
+    standard deviation (over h, w; torch's unbiased std) of `style` [1, C, h', w'] (any spatial size): StyleID's initial
+    latent (Chung et al. CVPR 2024, Sec. 3.3; `run_styleid.py`, which adds no epsilon), which carries the style's colour
+    into the first step. Raises `InputError` for a channel of `z` that is constant (std 0)."""
+    mu, sd = z.mean((-2, -1), keepdim=True), z.std((-2, -1), keepdim=True)
+    if not bool((sd > 0).all()): raise InputError("AdaIN: a channel of the content's inverted latent is constant: invert a picture that is not flat.")
+    return (z - mu) / sd * style.std((-2, -1), keepdim=True) + style.mean((-2, -1), keepdim=True)
 
 # %% ../nbs/05_transfer.ipynb #577787c9
 class DiffStyler:
@@ -92,6 +101,19 @@ class DiffStyler:
             if bad: raise InputError(f"attention_layers {bad} have no attention in this UNet: use layers from "
                                      f"{self.attention_layers[0]}..{self.attention_layers[-1]}.")
 
+    def _check_style(self, config: InjectionConfig, source: SourceTrajectory, style_source):
+        "A config that reads the style's trajectory needs one that matches the content's sampling steps and channels."
+        if style_source is None:
+            raise InputError(f"config {config.name!r} reads the style image's trajectory: invert the style image with "
+                             f"styler.invert(style_image, record={config.name!r}) and pass it as style_source=.")
+        if not isinstance(style_source, SourceTrajectory): raise InputError("style_source must be a SourceTrajectory from DiffStyler.invert().")
+        if not torch.equal(style_source.timesteps.cpu(), source.timesteps.cpu()):
+            raise InputError(f"style_source has {style_source.num_steps} sampling steps, the content {source.num_steps}: "
+                             f"invert the style image with num_steps={source.num_steps}.")
+        if style_source.inverted.shape[1] != source.inverted.shape[1]:
+            raise InputError("style_source was inverted with another model (its latents have other channels): invert it with this pipeline.")
+        style_source.check_covers(config, role="style")
+
     def _latent_mask(self, mask, source: SourceTrajectory, j: int, mode: str = "soft") -> torch.Tensor:
         "A style's mask at latent size: soft (area resize) or binary (the authors' cv2.resize, any nonzero is in)."
         from diffstyler.masks import load_mask, to_latent_mask, binary_latent_mask
@@ -132,13 +154,17 @@ class DiffStyler:
                  guidance_scale: Optional[float] = None, negative_prompt: Optional[str] = None, mask=None,
                  styles: Optional[Sequence] = None, generator: Optional[torch.Generator] = None, progress: bool = True,
                  probe: Optional[InjectionConfig] = None, callback: Optional[Callable[[int, torch.Tensor], None]] = None,
-                 batch_styles: bool = True) -> TransferResult:
+                 batch_styles: bool = True, style_source: Optional[SourceTrajectory] = None) -> TransferResult:
         """Style `source` with one LoRA (optionally masked) or several `styles=[(lora, mask, prompt), ...]`.
 
         batch_styles: several styles run as one UNet call per step, one adapter per block of rows: K x 2 rows with guidance
         (K x 1 at guidance_scale=1, K x 3 with the official presets' in-batch source row; noise fusion adds one base call),
         so activation memory grows K-fold; False runs one call per style (the same numbers to float round-off; the
-        authors' structure)."""
+        authors' structure).
+
+        style_source: the style image's `SourceTrajectory` (`invert(style_image, record=<the preset>)`, same `num_steps`), for
+        configs whose rules read the style's trajectory or that start from AdaIN of the two inverted latents (`styleid`).
+        Its picture may have another size than the content's: its K and V only need the same channels."""
         t_start = time.perf_counter()
         if not isinstance(source, SourceTrajectory): raise InputError("source must be a SourceTrajectory from DiffStyler.invert().")
         config = (config or InjectionConfig.paper()).scaled(source.num_steps)
@@ -146,6 +172,7 @@ class DiffStyler:
         if not 0 <= g <= 50: raise InputError(f"guidance_scale={g} is outside 0..50.")
         neg = config.negative_prompt if negative_prompt is None else negative_prompt
         self._check_layers(config); source.check_covers(config)
+        if config.reads("style"): self._check_style(config, source, style_source)
         passes = self._passes(style, prompt, mask, styles)
         masks = [None if s.mask is None else self._latent_mask(s.mask, source, j, config.mask_mode) for j, s in enumerate(passes)]
         masked = masks[0] is not None
@@ -171,6 +198,7 @@ class DiffStyler:
         base_cfg = config.replace(feature_steps=config.base_steps, attention_steps=config.base_steps)
         base_needed = config.fusion == "noise" and masked
         ctl = InjectionController()
+        style_store = None if style_source is None else style_source.store
 
         def predict(i, t, z, block: List[Optional[Style]], cfg, recorders) -> List[torch.Tensor]:
             "One UNet call for the styles in `block`, each a block of rows ([uncond, cond], after the source row in-batch); one prediction per style."
@@ -181,7 +209,7 @@ class DiffStyler:
                 if in_batch: x, emb = torch.cat([source.inverted[i:i + 1].to(z), x]), torch.cat([e0, emb])
                 xs.append(x); embs.append(emb)
             ctl.configure(inject=cfg, source=None if in_batch else source.store, record=probe if recorders else None,
-                          recorder=recorders or None, groups=len(block))
+                          recorder=recorders or None, groups=len(block), style=style_store)
             bank.select(*[weights[s.adapter if s is not None else None] for s in block])   # O(1): no walk of the UNet
             out = unet(torch.cat(xs).to(dtype), t, encoder_hidden_states=torch.cat(embs).to(dtype)).sample.float()
             preds = []
@@ -191,6 +219,7 @@ class DiffStyler:
             return preds
 
         z = source.inverted[:1].to(unet.device, torch.float32)   # a trajectory loaded from disk may sit on the CPU
+        if config.adain_init: z = adain(z, style_source.inverted[:1].to(z))   # StyleID: the style's colour statistics from step 0
         traj = [z]
         # the pinned-environment switch: the attention modules the rule names keep the LoRA off at every step
         lora_off = [n.rsplit(".processor", 1)[0] for L in self.layers for kind, names in (("self", L.self_attn), ("cross", L.cross_attn))

@@ -1,0 +1,161 @@
+"""Issue 17: Plug-and-Play, StyleID and MasaCtrl as presets of the one controller, against independent loops.
+
+Each reference below is written from the method's public code (cited per function) and shares nothing with our hooks,
+controller or transfer loop: like the originals, it runs the source images' rows *in the same batch* as the output and
+copies their tensors inside its own attention processors and a conv2 forward hook, with the thresholds written as the
+methods' code computes them. Our presets read the same tensors from the cached source pass instead. Same tiny UNet, same
+inverted latents: the final latents must agree to 1e-4.
+"""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from diffusers import DDIMScheduler
+import diffstyler as ds
+from diffstyler.core import InjectionConfig, Rule
+from diffstyler.inversion import cache_keys, record_all
+
+N = 50          # the methods' own step count, so that their thresholds need no scaling
+LAYER4 = (1, 1)                                   # up_blocks[1].resnets[1]: decoder layer 4
+ATTN = {k: (k // 3, k % 3) for k in range(3, 12)}   # decoder layer k -> up_blocks[k // 3].attentions[k % 3]
+
+
+@pytest.fixture(scope="module")
+def setup():
+    pipe = ds.load_pipeline("tiny")
+    styler = ds.DiffStyler(pipe)
+    rng = np.random.default_rng(3)
+    img = lambda: Image.fromarray(np.kron(rng.integers(0, 255, (8, 8, 3)), np.ones((8, 8, 1))).astype(np.uint8))
+    content, style = img(), img()
+    rec = ["all", "pnp", "styleid", "masactrl"]
+    src = styler.invert(content, N, N, record=rec, progress=False)
+    sty = styler.invert(style, N, N, record=rec, progress=False)
+    return styler, src, sty
+
+
+# ---- the reference: one batch holding the source rows and the output rows ------------------------------------------
+class RefAttn:
+    "Self-attention written out; `edit(q, k, v, step)` may rewrite the output rows from the source rows (in place); the output rows' logits are multiplied by `temperature(step)`."
+    def __init__(self, state, edit, temperature=lambda step: 1.0):
+        self.state, self.edit, self.temperature = state, edit, temperature
+
+    def __call__(self, attn, x, encoder_hidden_states=None, attention_mask=None, temb=None, **kw):
+        q, k, v = attn.to_q(x), attn.to_k(x), attn.to_v(x)
+        self.edit(q, k, v, self.state["step"])
+        q[self.state["n_src"]:] *= self.temperature(self.state["step"])   # the output rows' logits x T (the source rows stay plain)
+        q, k, v = (attn.head_to_batch_dim(y) for y in (q, k, v))
+        logits = torch.einsum("b i d, b j d -> b i j", q, k) * attn.scale
+        out = torch.einsum("b i j, b j d -> b i d", logits.softmax(-1), v)
+        return attn.to_out[1](attn.to_out[0](attn.batch_to_head_dim(out)))
+
+
+def run_reference(styler, rows, texts, z, edit_attn, layers, guidance, feature_until=0, temperature=lambda s: 1.0):
+    """Denoise `z` with DDIM for N steps; each UNet call's batch is [source rows at step i (`rows(i)`), output rows];
+    `edit_attn(q, k, v, step, n_src)` rewrites output rows of self-attention in `layers`; decoder layer 4's conv2 output of
+    the output rows becomes the first source row's while step < feature_until (PnP). Guidance over [uncond, cond]."""
+    pipe = styler.pipe; unet = pipe.unet
+    sched = DDIMScheduler.from_config(pipe.scheduler.config); sched.set_timesteps(N)
+    emb = lambda t: pipe.text_encoder(pipe.tokenizer(t, padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                                                     return_tensors="pt").input_ids)[0]
+    state = {"step": 0}
+    procs = dict(unet.attn_processors)
+    mine = {}
+    for l in layers:
+        b, a = ATTN[l]
+        mine[f"up_blocks.{b}.attentions.{a}.transformer_blocks.0.attn1.processor"] = RefAttn(state, lambda q, k, v, s: edit_attn(q, k, v, s, state["n_src"]), temperature)
+    unet.set_attn_processor({**procs, **mine})
+
+    def conv2_hook(module, args, h):
+        if state["step"] < feature_until:
+            h = h.clone(); h[state["n_src"]:] = h[:1]
+        return h
+    handle = unet.up_blocks[LAYER4[0]].resnets[LAYER4[1]].conv2.register_forward_hook(conv2_hook)
+    try:
+        with torch.no_grad():
+            cond = emb(texts)
+            for i, t in enumerate(sched.timesteps):
+                state["step"] = i
+                src_rows = rows(i); state["n_src"] = src_rows.shape[0]
+                n_out = cond.shape[0] - state["n_src"]
+                x = torch.cat([src_rows, z.expand(n_out, -1, -1, -1)])
+                e = unet(x, t, encoder_hidden_states=cond).sample[state["n_src"]:]
+                e = e[:1] + guidance * (e[1:2] - e[:1]) if n_out == 2 else e
+                z = sched.step(e, t, z).prev_sample
+    finally:
+        handle.remove(); unet.set_attn_processor(procs)
+    return z
+
+
+def pnp_edit(q, k, v, step, n_src):
+    "pnp-diffusers pnp_utils.py: the source's self-attention Q and K into every other row, for timesteps[:int(0.5 * 50)]."
+    if step < int(0.5 * N): q[n_src:] = q[:1]; k[n_src:] = k[:1]
+
+
+def masactrl_edit(q, k, v, step, n_src):
+    "MasaCtrl masactrl.py: from step 4 on, the output's queries attend to the source's keys and values."
+    if step >= 4: k[n_src:] = k[:1]; v[n_src:] = v[:1]
+
+
+def styleid_edit(q, k, v, step, n_src):
+    "StyleID ldm attention.py: q = 0.75 q_content + 0.25 q_output; K, V the style's (rows: content, style, output)."
+    q[2:] = 0.75 * q[:1] + 0.25 * q[2:]; k[2:] = k[1:2]; v[2:] = v[1:2]
+
+
+def test_pnp_matches_its_loop(setup):
+    styler, src, _ = setup
+    prompt = "a red square, checker style"
+    ours = styler.transfer(src, prompt=prompt, config=InjectionConfig.preset("pnp", N), progress=False).latents
+    neg = "ugly, blurry, black, low res, unrealistic"
+    ref = run_reference(styler, lambda i: src.latents[i:i + 1], ["", neg, prompt], src.inverted[:1], pnp_edit, range(4, 12), 7.5,
+                        feature_until=int(0.8 * N))
+    assert (ours - ref).abs().max() < 1e-4
+    plain = styler.transfer(src, prompt=prompt, config=InjectionConfig(feature_steps=0, attention_steps=0), progress=False).latents
+    assert (ours - plain).abs().max() > 1e-2   # the injection did something
+
+
+def test_masactrl_matches_its_loop(setup):
+    styler, src, _ = setup
+    prompt = "a red square, checker style"
+    ours = styler.transfer(src, prompt=prompt, config=InjectionConfig.preset("masactrl", N), progress=False).latents
+    ref = run_reference(styler, lambda i: src.latents[i:i + 1], ["", "", prompt], src.inverted[:1], masactrl_edit, range(6, 12), 7.5)
+    assert (ours - ref).abs().max() < 1e-4
+
+
+def test_styleid_matches_its_loop(setup):
+    styler, src, sty = setup
+    ours = styler.transfer(src, config=InjectionConfig.preset("styleid", N), style_source=sty, progress=False).latents
+    zc, zs = src.inverted[:1], sty.inverted[:1]   # AdaIN, per channel over the spatial dims (run_styleid.py)
+    z0 = (zc - zc.mean((2, 3), keepdim=True)) / zc.std((2, 3), keepdim=True) * zs.std((2, 3), keepdim=True) + zs.mean((2, 3), keepdim=True)
+    ref = run_reference(styler, lambda i: torch.cat([src.latents[i:i + 1], sty.latents[i:i + 1]]), ["", "", ""], z0, styleid_edit,
+                        range(6, 12), 1.0, temperature=lambda s: 1.5)
+    assert (ours - ref).abs().max() < 1e-4
+
+
+def test_styleid_with_full_query_preservation_is_the_reconstruction(setup):
+    "gamma = 1 and no K/V injection (and no AdaIN): the output's Q is the content's own, so the pass is plain DDIM."
+    styler, src, sty = setup
+    cfg = InjectionConfig.preset("styleid", N).replace(adain_init=False, rules=(Rule("self_q", tuple(range(6, 12)), 0, N, weight=1.0),))
+    out = styler.transfer(src, config=cfg, style_source=sty, progress=False).latents
+    assert (out - src.latents[-1:]).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("name", ["paper", "pnp", "styleid", "masactrl"])
+def test_each_preset_touches_exactly_its_rules(setup, name):
+    "Probe read-back: every recorded (step, layer, kind) of the styled pass equals the source's where the preset's rules say, and only there."
+    styler, src, sty = setup
+    cfg = InjectionConfig.preset(name, N)
+    probe = record_all(styler.pipe.unet, N, values=True)
+    res = styler.transfer(src, prompt="a red square, checker style", config=cfg, style_source=sty, progress=False, probe=probe)
+    used = res.probes[0].data
+    stores = {"content": src.store.data, "style": sty.store.data}
+    touched = set()
+    for (s, l, kind), x in used.items():
+        r = cfg.rule(kind, l, 0 if s is None else s)
+        same = {o: (s, l, kind) in d and torch.allclose(x, d[(s, l, kind)].expand_as(x), atol=1e-6) for o, d in stores.items()}
+        if r is not None and r.weight == 1:
+            assert same[r.source], (name, s, l, kind)
+            touched.add((s, l, kind))
+        else:
+            assert not same["content"] and not same["style"], (name, s, l, kind)
+            if r is not None: touched.add((s, l, kind))   # blended: not the source's (its weights are checked by the loops above)
+    assert touched == set(cache_keys(cfg, N))   # every key the preset reads, and nothing else, was injected
