@@ -13,7 +13,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # %% auto #0
-__all__ = ['MAX_IMAGE_PIXELS', 'PAPER_NEGATIVE', 'OFFICIAL_NEGATIVE', 'KINDS', 'SOURCES', 'PRESET_TABLE', 'PRESETS',
+__all__ = ['MAX_IMAGE_PIXELS', 'PAPER_NEGATIVE', 'OFFICIAL_NEGATIVE', 'KINDS', 'SOURCES', 'STYLE_BY', 'PRESET_TABLE', 'PRESETS',
            'DiffStylerError', 'InputError', 'ModelNotAvailableError', 'check_int_range', 'get_device', 'get_dtype',
            'make_generator', 'seed_everything', 'read_image_file', 'load_image', 'image_to_tensor', 'tensor_to_image',
            'working_size', 'prepare_image', 'postprocess_image', 'check_output_path', 'atomic_write', 'save_image',
@@ -237,6 +237,7 @@ OFFICIAL_NEGATIVE = "ugly, blurry, black, low res, unrealistic"
 
 KINDS = ("feature", "self_q", "self_k", "self_v", "cross_q", "cross_k")   # what a rule can inject (cross V is the text's)
 SOURCES = ("content", "style")   # whose cached DDIM trajectory the injected tensor comes from
+STYLE_BY = ("lora", "prompt", "image")   # what a method styles with: entry points ask for a LoRA, a prompt or a style image
 
 @dataclass(frozen=True)
 class Rule:
@@ -305,6 +306,7 @@ class InjectionConfig:
     rules: Tuple[Rule, ...] = () # injection beyond the knobs above (other methods' presets); a later rule wins where two cover
     attention_temperature: float = 1.0   # StyleID's T: self-attention logits x T wherever a rule injects self-attention K
     adain_init: bool = False     # StyleID: start from AdaIN(content z_T, style z_T), per-channel mean and std
+    style_by: str = "lora"       # what carries the style: a LoRA (DiffStyler), the prompt alone (PnP, MasaCtrl), the style image's trajectory (StyleID)
 
     def __post_init__(self):
         self.feature_layers = self._layers("feature_layers", self.feature_layers)
@@ -340,6 +342,7 @@ class InjectionConfig:
         if not (0 < self.attention_temperature <= 100):
             raise InputError(f"attention_temperature={self.attention_temperature} is outside (0, 100]: 1 leaves attention as it is; StyleID uses 1.5.")
         self.adain_init = bool(self.adain_init)
+        if self.style_by not in STYLE_BY: raise InputError(f"style_by={self.style_by!r} must be one of {list(STYLE_BY)}.")
 
     @staticmethod
     def _layers(name, layers):
@@ -440,13 +443,13 @@ PRESET_TABLE = {
 _STYLEID_LAYERS = tuple(range(6, 12))
 PRESET_TABLE.update({
     "pnp": (dict(feature_layers=(4,), feature_steps=40, attention_layers=tuple(range(4, 12)), attention_steps=25, cross_attention=False,
-                 negative_prompt=OFFICIAL_NEGATIVE),
+                 negative_prompt=OFFICIAL_NEGATIVE, style_by="prompt"),
             "Plug-and-Play (Tumanyan et al. CVPR 2023), MichalGeyer/pnp-diffusers pnp.py + pnp_utils.py: decoder layer 4 feature for int(0.8*50)=40 steps, self-attention Q/K 4-11 for int(0.5*50)=25, guidance 7.5"),
-    "styleid": (dict(feature_steps=0, attention_steps=0, guidance_scale=1.0, attention_temperature=1.5, adain_init=True,
+    "styleid": (dict(feature_steps=0, attention_steps=0, guidance_scale=1.0, attention_temperature=1.5, adain_init=True, style_by="image",
                      rules=(Rule("self_q", _STYLEID_LAYERS, 0, 50, "content", weight=0.75),   # query preservation, gamma = 0.75
                             Rule("self_k", _STYLEID_LAYERS, 0, 50, "style"), Rule("self_v", _STYLEID_LAYERS, 0, 50, "style"))),
                 "StyleID (Chung et al. CVPR 2024), jiwoogit/StyleID run_styleid.py + ldm attention.py: style K, V and gamma=0.75 content Q in self-attention 6-11 at every step, T=1.5, AdaIN start, no text guidance"),
-    "masactrl": (dict(feature_steps=0, attention_steps=0,
+    "masactrl": (dict(feature_steps=0, attention_steps=0, style_by="prompt",
                       rules=(Rule("self_k", _STYLEID_LAYERS, 4, 50), Rule("self_v", _STYLEID_LAYERS, 4, 50))),
                  "MasaCtrl (Cao et al. ICCV 2023), TencentARC/MasaCtrl masactrl.py: mutual self-attention, the source's K, V in self-attention 6-11 (its blocks 10-15) from step 4 of 50, guidance 7.5"),
 })
