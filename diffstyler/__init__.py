@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 import importlib
 
 _NAMES = {
-    "core": ("InjectionConfig", "DiffStylerError", "InputError", "ModelNotAvailableError", "load_image", "save_image",
+    "core": ("InjectionConfig", "Rule", "PRESETS", "DiffStylerError", "InputError", "ModelNotAvailableError", "load_image", "save_image",
              "seed_everything", "make_generator"),
     "registry": ("resolve_model",),
     "models": ("load_pipeline",),
@@ -21,9 +21,10 @@ _NAMES = {
     "analysis": ("pca_across_loras", "ablation_grid", "steps_grid"),
     "widgets": ("InjectionExplorer", "FusionExplorer"),
     "runs": ("run",),
+    "compare": ("compare_methods", "PreferenceStudy"),
 }
 _WHERE = {name: mod for mod, names in _NAMES.items() for name in names}
-_MODULES = ("core", "registry", "models", "hooks", "inversion", "transfer", "lora", "masks", "toy", "analysis", "widgets", "runs", "cli")
+_MODULES = ("core", "registry", "models", "hooks", "inversion", "transfer", "lora", "masks", "toy", "analysis", "widgets", "runs", "compare", "cli")
 __all__ = sorted(_WHERE)
 
 def __getattr__(name):

@@ -238,17 +238,17 @@ def _grid_figure(title, rows, cols, images, metrics, cell=1.5) -> Figure:
     return fig
 
 def _run_grid(styler, source, title, rows, cols, cells, metric, content, style_image, progress) -> GridResult:
-    "cells[i][j] = (adapter, prompt, config); render each from the one cached source."
+    "cells[i][j] = (adapter, prompt, config) or (adapter, prompt, config, transfer keyword arguments); render each from the one cached source."
     from tqdm.auto import tqdm
     score = _metric_fn(styler, source, metric, content, style_image)
     images, metrics, configs = [], [], []
     bar = tqdm(total=len(rows) * len(cols), desc=title.rsplit("(", 1)[-1].rstrip(")") + " grid", disable=not progress, leave=False)
     for row in cells:
         images.append([]); metrics.append([]); configs.append([])
-        for adapter, prompt, cfg in row:
+        for adapter, prompt, cfg, *extra in row:
             if prompt == cfg.negative_prompt and cfg.guidance_scale != 1 and cfg.source == "base":
                 cfg = cfg.replace(guidance_scale=1.0)   # guidance cannot act when prompt = negative prompt: skip the second half of the batch
-            res = styler.transfer(source, style=adapter, prompt=prompt, config=cfg, progress=False)
+            res = styler.transfer(source, style=adapter, prompt=prompt, config=cfg, progress=False, **(extra[0] if extra else {}))
             images[-1].append(res.image); metrics[-1].append(score(res)); configs[-1].append(cfg); bar.update()
     bar.close()
     out = GridResult(title, list(rows), list(cols), images, metrics, configs)
