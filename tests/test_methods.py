@@ -159,3 +159,37 @@ def test_each_preset_touches_exactly_its_rules(setup, name):
             assert not same["content"] and not same["style"], (name, s, l, kind)
             if r is not None: touched.add((s, l, kind))   # blended: not the source's (its weights are checked by the loops above)
     assert touched == set(cache_keys(cfg, N))   # every key the preset reads, and nothing else, was injected
+
+
+def test_style_trajectory_saves_and_loads_like_the_content(setup, tmp_path):
+    "The style image's trajectory is a SourceTrajectory: saved to one file and loaded back, it gives the same transfer."
+    styler, src, sty = setup
+    path = sty.save(tmp_path / "style.source.safetensors")
+    back = ds.SourceTrajectory.load(path)
+    cfg = InjectionConfig.preset("styleid", N)
+    a = styler.transfer(src, config=cfg, style_source=sty, progress=False).latents
+    b = styler.transfer(src, config=cfg, style_source=back, progress=False).latents
+    assert torch.equal(a, b)
+
+
+def test_style_source_errors_name_the_fix(setup):
+    styler, src, sty = setup
+    cfg = InjectionConfig.preset("styleid", N)
+    with pytest.raises(ds.InputError, match="pass it as style_source="):
+        styler.transfer(src, config=cfg, progress=False)
+    short = styler.invert(Image.new("RGB", (64, 64), "gray"), 10, 10, record="styleid", progress=False)
+    with pytest.raises(ds.InputError, match="invert the style image with num_steps=50"):
+        styler.transfer(src, config=cfg, style_source=short, progress=False)
+    bare = styler.invert(Image.new("RGB", (64, 64), "gray"), N, N, record="paper", progress=False)
+    with pytest.raises(ds.InputError, match="style trajectory .* lacks .* self_k"):
+        styler.transfer(src, config=cfg, style_source=bare, progress=False)
+
+
+def test_a_style_picture_of_another_size_works(setup):
+    "StyleID's keys and values may come from a style picture of another shape: attention takes any number of tokens."
+    styler, src, _ = setup
+    wide = Image.fromarray(np.kron(np.random.default_rng(9).integers(0, 255, (8, 16, 3)), np.ones((8, 8, 1))).astype(np.uint8))
+    sty = styler.invert(wide, N, N, record="styleid", progress=False)
+    assert sty.inverted.shape[-1] == 2 * src.inverted.shape[-1]
+    out = styler.transfer(src, config=InjectionConfig.preset("styleid", N), style_source=sty, progress=False)
+    assert out.latents.shape == src.latents[-1:].shape and torch.isfinite(out.latents).all()
