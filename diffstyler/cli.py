@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Optional, Sequence, List
 import yaml
 import diffstyler
-from .core import DiffStylerError, InputError, PRESETS
-from .runs import (train_lora_job, invert_job, transfer_job, run, toy_train_job, toy_eval_job, demo)
+from .core import DiffStylerError, InputError, InjectionConfig, PRESETS
+from .runs import (train_lora_job, invert_job, transfer_job, run, toy_train_job, toy_eval_job, demo, uses_lora, STYLE_WORDS)
 
 # %% auto #0
 __all__ = ['PY_NAMES', 'cmd_train_lora', 'cmd_invert', 'cmd_transfer', 'cmd_run', 'cmd_demo', 'cmd_toy_train', 'cmd_toy_eval',
@@ -34,7 +34,8 @@ def cmd_transfer(args) -> Path:
                         feature_steps=args.feature_steps, attention_steps=args.attention_steps, guidance=args.guidance,
                         negative_prompt=args.negative_prompt, seed=args.seed, steps=args.steps,
                         inversion_steps=args.inversion_steps, model=args.model, overwrite=args.overwrite, device=args.device,
-                        progress=_progress(args), fastsam_checkpoint=args.fastsam_checkpoint)
+                        progress=_progress(args), fastsam_checkpoint=args.fastsam_checkpoint, style_image=args.style_image,
+                        style_source=args.style_source)
 
 def _overrides(sets) -> dict:
     "--set KEY=VALUE (repeated) -> {KEY: VALUE read as YAML}."
@@ -125,15 +126,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("content_image", metavar="CONTENT_IMAGE")
     p.add_argument("--out", required=True, help="trajectory file, .safetensors")
     p.add_argument("--inversion-steps", type=int, default=1000); p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--record", choices=("all",) + tuple(PRESETS), default="all", help="what the source pass keeps (all: any later thresholds)")
+    p.add_argument("--record", nargs="+", choices=("all",) + tuple(PRESETS), default="all", metavar="NAME",
+                   help=f"what the source pass keeps: all (any later thresholds of DiffStyler's presets) or presets, several for their union; "
+                        f"a style image for styleid: --record styleid (choices: all, {', '.join(PRESETS)})")
     _common(p); p.set_defaults(func=cmd_invert)
-    p = sub.add_parser("transfer", help="style a content image (or a saved trajectory) with one or more LoRAs",
-                       description="Cross-LoRA feature and attention injection: global with one --lora, or one --mask per --lora.")
+    p = sub.add_parser("transfer", help="style a content image (or a saved trajectory) with one or more LoRAs, a prompt or a style image",
+                       description="Cross-LoRA feature and attention injection: global with one --lora, or one --mask per --lora. "
+                                   "The other methods' presets use no LoRA: pnp and masactrl style with --prompt, styleid with "
+                                   "--style-image (or its saved trajectory, --style-source).")
     p.add_argument("content", metavar="CONTENT_IMAGE_OR_SOURCE", help="an image, or a .safetensors trajectory from `diffstyler invert`")
-    p.add_argument("--lora", action="append", required=True, help="LoRA folder or .safetensors file (repeat for several styles)")
+    p.add_argument("--lora", action="append", default=[], help="LoRA folder or .safetensors file (repeat for several styles); "
+                   f"the LoRA presets ({', '.join(n for n in PRESETS if uses_lora(n))}) need one, the others refuse it")
     p.add_argument("--mask", action="append", default=[], help="mask file (PNG/JPEG/.npy) or FastSAM text prompt, one per --lora")
-    p.add_argument("--prompt", action="append", default=[], help="prompt of each LoRA's pass (default: its training prompt)")
-    p.add_argument("--preset", choices=PRESETS, default="paper")
+    p.add_argument("--prompt", action="append", default=[], help="prompt of each LoRA's pass (default: its training prompt); "
+                   "with pnp and masactrl the one prompt that carries the style")
+    p.add_argument("--preset", choices=PRESETS, default="paper",
+                   help="what it styles with: " + "; ".join(f"{', '.join(n for n in PRESETS if InjectionConfig.preset(n).style_by == by)}: {words}"
+                                                             for by, words in STYLE_WORDS.items()))
+    p.add_argument("--style-image", default=None, metavar="PATH", help="styleid: the style image, DDIM-inverted here with the content's steps")
+    p.add_argument("--style-source", default=None, metavar="FILE", help="styleid: the style image's trajectory from `diffstyler invert STYLE --record styleid`")
     p.add_argument("--feature-steps", type=int, default=None, help="inject features in the first N steps (paper: 30 of 50)")
     p.add_argument("--attention-steps", type=int, default=None, help="inject attention in the first N steps (paper: 25 of 50)")
     p.add_argument("--guidance", type=float, default=None); p.add_argument("--negative-prompt", default=None)

@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import yaml
-from .core import DiffStylerError, InputError, PRESETS, atomic_write, check_int_range
+from .core import DiffStylerError, InputError, InjectionConfig, PRESETS, atomic_write, check_int_range
 
 # %% auto #0
 __all__ = ['GRID_KEYS', 'LORA_KEYS', 'METRIC_KEYS', 'TABLE_METRICS', 'SUMMARY_METRICS', 'is_grid', 'load_grid', 'cell_name',
-           'grid_cells', 'cell_state', 'check_resume', 'lora_dir', 'train_style_lora', 'make_evaluator', 'run_cell',
-           'read_rows', 'write_tables', 'plot_summary', 'run_grid']
+           'grid_cells', 'cell_state', 'check_resume', 'lora_dir', 'train_style_lora', 'style_source_path',
+           'invert_style', 'make_evaluator', 'run_cell', 'read_rows', 'write_tables', 'plot_summary', 'run_grid']
 
 # %% ../nbs/13_grid.ipynb #ab3c6484
 GRID_KEYS = ("model", "out", "contents", "styles", "presets", "style_prompt", "style_prompts", "steps", "inversion_steps",
@@ -158,6 +158,22 @@ def train_style_lora(spec: dict, style: str, device=None, progress: bool = False
                            resume=folder.exists(), device=device, progress=progress, log=log)
     return folder
 
+def style_source_path(spec: dict, style: str) -> Path:
+    "Where the style image's DDIM trajectory (styleid) is kept: OUT/style-sources/STYLE.safetensors."
+    return Path(spec["out"])/"style-sources"/f"{style}.safetensors"
+
+def invert_style(spec: dict, style: str, device=None, progress: bool = False) -> Path:
+    """DDIM-invert the style image of `style` (or skip when done) with the grid's model and steps into `style_source_path`,
+    recording what every preset that reads a style trajectory needs (all of `PRESETS`', so that adding one to the grid
+    later finds it complete); returns the file."""
+    path = style_source_path(spec, style)
+    if path.exists(): return path   # written atomically: present means complete
+    path.parent.mkdir(parents=True, exist_ok=True)
+    readers = [p for p in PRESETS if _runs().reads_style(p)]
+    _runs().invert_job(spec["styles"][style], path, spec["model"], inversion_steps=spec["inversion_steps"], steps=spec["steps"],
+                       record=readers, overwrite=True, device=device, progress=progress)   # overwrite: a sidecar left by an interrupted run
+    return path
+
 def make_evaluator(spec: dict, device=None):
     "The `Evaluator` of the grid's metrics settings (None when metrics: false); toy metrics on by default for the toy and tiny models."
     if spec["metrics"] is False: return None
@@ -172,10 +188,15 @@ def run_cell(spec: dict, cell: dict, cache: dict, evaluator=None, device=None, p
     row = dict(content=cell["content"], style=cell["style"], preset=cell["preset"], image=str(image))
     if not image.exists():
         # keep only this content's inversion in memory: a process's cells come content by content
+        # and only this style's trajectory (styleid): a process's cells of one content and preset come style by style
         content = str(Path(spec["contents"][cell["content"]]).resolve())
-        for k in [k for k in cache if isinstance(k, tuple) and k[0] == "invert" and k[2] != content]: del cache[k]
-        plan = dict(content=spec["contents"][cell["content"]], loras=[str(lora_dir(spec, cell["style"]))], masks=[],
-                    prompts=[spec["style_prompts"][cell["style"]]], preset=cell["preset"], feature_steps=spec["feature_steps"],
+        by, reads = InjectionConfig.preset(cell["preset"]).style_by, runs.reads_style(cell["preset"])
+        style_src = str(style_source_path(spec, cell["style"])) if reads else None
+        for k in [k for k in cache if isinstance(k, tuple) and ((k[0] == "invert" and k[2] != content) or (k[0] == "source" and k[1] != style_src))]:
+            del cache[k]
+        plan = dict(content=spec["contents"][cell["content"]], loras=[str(lora_dir(spec, cell["style"]))] if by == "lora" else [],
+                    masks=[], prompts=[] if by == "image" else [spec["style_prompts"][cell["style"]]], style_source=style_src,
+                    preset=cell["preset"], record=spec["presets"], feature_steps=spec["feature_steps"],
                     attention_steps=spec["attention_steps"], guidance=spec["guidance"], negative_prompt=spec["negative_prompt"],
                     seed=spec["seed"], steps=spec["steps"], inversion_steps=spec["inversion_steps"], model=spec["model"], out=str(image))
         runs.run_plan(runs.check_plan(plan), cache, progress=progress, device=device)
@@ -261,11 +282,17 @@ def run_grid(config, out=None, model: Optional[str] = None, device=None, progres
     state.wait_for_everyone()
     device = device if device is not None else (state.device if state.num_processes > 1 or state.device.type != "cpu" else None)
     from diffstyler.lora import WEIGHT_NAME
-    todo_styles = [s for s in spec["styles"] if not (lora_dir(spec, s)/WEIGHT_NAME).exists()]
+    runs = _runs()
+    # what each style needs: a LoRA for DiffStyler's presets, its inverted trajectory for styleid (pnp, masactrl: neither)
+    todo_styles = [s for s in spec["styles"] if not (lora_dir(spec, s)/WEIGHT_NAME).exists()] if any(runs.uses_lora(p) for p in spec["presets"]) else []
+    todo_sources = [s for s in spec["styles"] if not style_source_path(spec, s).exists()] if any(runs.reads_style(p) for p in spec["presets"]) else []
     state.wait_for_everyone()   # every process has listed the same work before any process changes the folder
     with state.split_between_processes(todo_styles) as mine:
         for s in mine:
             say(f"LoRA '{s}'"); train_style_lora(spec, s, device=device, progress=progress)
+    with state.split_between_processes(todo_sources) as mine:
+        for s in mine:
+            say(f"style trajectory '{s}'"); invert_style(spec, s, device=device, progress=progress)
     state.wait_for_everyone()
     cells = grid_cells(spec)
     todo = [c for c in cells if cell_state(c) != "done"]

@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_runs.ipynb #6a32422e
 from __future__ import annotations
-import contextlib, datetime, json, os, sys, tempfile, time, warnings
+import contextlib, dataclasses, datetime, json, os, sys, tempfile, time, warnings
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Union
 import numpy as np
@@ -15,11 +15,12 @@ from .core import (DiffStylerError, InputError, dumps_json, ModelNotAvailableErr
 from .registry import model_for_sd_version, DEFAULT_SD
 
 # %% auto #0
-__all__ = ['MAX_STEPS', 'STEPS_FIX', 'IMAGE_SUFFIXES', 'MASK_SUFFIXES', 'RUN_KEYS', 'META_KEYS', 'AUTHORS_KEYS', 'DEMO_FILES',
-           'config_path', 'check_writable', 'check_outputs', 'package_info', 'write_config', 'toy_available',
-           'default_model', 'get_pipeline', 'small_model_notice', 'classify_mask', 'check_plan', 'run_plan',
-           'load_runs', 'is_authors_run', 'authors_root', 'run_to_plan', 'demo_grid', 'demo', 'train_lora_job',
-           'invert_job', 'transfer_job', 'run', 'toy_train_job', 'toy_eval_job']
+__all__ = ['MAX_STEPS', 'STEPS_FIX', 'IMAGE_SUFFIXES', 'MASK_SUFFIXES', 'STYLE_WORDS', 'RUN_KEYS', 'META_KEYS', 'AUTHORS_KEYS',
+           'DEMO_FILES', 'config_path', 'check_writable', 'check_outputs', 'package_info', 'write_config',
+           'toy_available', 'default_model', 'get_pipeline', 'small_model_notice', 'classify_mask', 'uses_lora',
+           'reads_style', 'check_plan', 'plan_config', 'run_plan', 'load_runs', 'is_authors_run', 'authors_root',
+           'run_to_plan', 'demo_grid', 'demo', 'train_lora_job', 'invert_job', 'transfer_job', 'run', 'toy_train_job',
+           'toy_eval_job']
 
 # %% ../nbs/11_runs.ipynb #8618a9ff
 def config_path(out) -> Path:
@@ -126,6 +127,18 @@ def _split(v) -> list:
     if isinstance(v, (list, tuple)): return [str(s).strip() for s in v]
     return [str(v)]
 
+STYLE_WORDS = {"lora": "a LoRA", "prompt": "the prompt alone", "image": "the style image's DDIM trajectory"}   # InjectionConfig.style_by, said
+
+def uses_lora(preset: str) -> bool:
+    """Does `preset` style with a LoRA? DiffStyler's presets (`paper`, `official`, `official_2024`) do; `pnp` and `masactrl`
+    style with the prompt alone, `styleid` with the style image's trajectory. Read from the preset's `InjectionConfig.style_by`
+    (not a list of names), so that a preset added to `PRESET_TABLE` is asked for the input it uses. `InputError` for an unknown name."""
+    return InjectionConfig.preset(preset).style_by == "lora"
+
+def reads_style(preset: str) -> bool:
+    "Does `preset` read the style image's DDIM trajectory (`InjectionConfig.reads('style')`: `styleid`)? Its transfers then need a style source."
+    return InjectionConfig.preset(preset).reads("style")
+
 # %% ../nbs/11_runs.ipynb #9c5ef0ec
 def _check_safetensors(path, what: str) -> int:
     "Open a .safetensors file's header; an `InputError` naming it if it is damaged or holds no tensors. Returns the tensor count."
@@ -147,8 +160,17 @@ def _trajectory_steps(path) -> int:
     except Exception as e:
         raise InputError(f"source trajectory '{path}' cannot be read ({' '.join(str(e).split())[:80]}): create it with `diffstyler invert`.") from None
 
+def _sidecar(path) -> dict:
+    "The config sidecar of a saved trajectory (what `diffstyler invert` wrote beside it), or {} when absent or unreadable."
+    side = config_path(path)
+    if side.exists():
+        with contextlib.suppress(Exception): return json.loads(side.read_text())
+    return {}
+
 def check_plan(plan: dict, overwrite: bool = False) -> dict:
-    "Validate a transfer plan (content, loras, masks, prompts, thresholds, output) without loading a model."
+    """Validate a transfer plan (content, loras or style inputs, masks, prompts, thresholds, output) without loading a model.
+    What a preset styles with (`InjectionConfig.style_by`) decides what it needs: `--lora` (DiffStyler's presets), a prompt
+    (`pnp`, `masactrl`) or `--style-image` / `--style-source` (`styleid`); an input the preset would not use is refused."""
     from diffstyler.masks import load_mask
     from diffstyler.lora import resolve_lora_path, _read_lora
     p = dict(plan)
@@ -159,12 +181,10 @@ def check_plan(plan: dict, overwrite: bool = False) -> dict:
         if not src.exists(): raise InputError(f"source trajectory '{src}' does not exist: run `diffstyler invert` first.")
         p["source"], p["content"] = src, None
         p["source_steps"] = _trajectory_steps(src)
-        side = config_path(src)
-        if side.exists():
-            with contextlib.suppress(Exception):
-                meta = json.loads(side.read_text())
-                p["source_meta"] = meta
-                if meta.get("content") and Path(meta["content"]).exists(): p["content"] = Path(meta["content"])
+        meta = _sidecar(src)
+        if meta:
+            p["source_meta"] = meta
+            if meta.get("content") and Path(meta["content"]).exists(): p["content"] = Path(meta["content"])
     else:
         p["source"], p["content"] = None, src
     content_img = load_image(p["content"], name="content image") if p["content"] is not None else None
@@ -172,12 +192,39 @@ def check_plan(plan: dict, overwrite: bool = False) -> dict:
     if p.get("steps") is not None: p["steps"] = check_int_range("--steps", p["steps"], 1, MAX_STEPS, STEPS_FIX)
     if p.get("inversion_steps") is not None:
         p["inversion_steps"] = check_int_range("--inversion-steps", p["inversion_steps"], 1, 1000, "the paper uses 1000.")
-    steps = p.get("source_steps") or p.get("steps") or 50
-    if p["source"] is not None and p.get("steps") is not None and p["steps"] != steps:
-        raise InputError(f"--steps={p['steps']} differs from the {steps} steps of source trajectory '{src}': drop --steps or invert again.")
     preset = p.get("preset") or "paper"
     if preset not in PRESETS: raise InputError(f"--preset {preset!r} is not known: use one of {list(PRESETS)}.")
     p["preset"] = preset
+    by, style_readers = InjectionConfig.preset(preset).style_by, [n for n in PRESETS if reads_style(n)]
+    record = [str(r) for r in (p.get("record") or [])]   # presets the content inversion records for (a grid: all of its presets)
+    for r in record:
+        if r not in PRESETS: raise InputError(f"record {r!r} is not a preset: use some of {list(PRESETS)}.")
+    p["record"] = list(dict.fromkeys(record + [preset]))
+    # the style image's trajectory (styleid): a saved one (`diffstyler invert STYLE --record styleid`) or an image inverted here
+    sty_img, sty_src = p.get("style_image"), p.get("style_source")
+    p["style_image"] = p["style_source"] = None
+    if not reads_style(preset):
+        if sty_img or sty_src:
+            flag = "--style-image" if sty_img else "--style-source"
+            raise InputError(f"{flag} is read only by {', '.join(style_readers)}; --preset {preset} styles with {STYLE_WORDS[by]}: drop {flag}.")
+    elif sty_img and sty_src: raise InputError("give --style-image or --style-source, not both (the saved trajectory is the image's inversion).")
+    elif not (sty_img or sty_src):
+        raise InputError(f"--preset {preset} reads the style image's DDIM trajectory: pass --style-image STYLE.png (inverted here), or "
+                         f"--style-source FILE.safetensors from `diffstyler invert STYLE.png --record {preset}`.")
+    elif sty_src:
+        s = Path(sty_src).expanduser()
+        if not _is_trajectory(s): raise InputError(f"--style-source '{s}' is not a .safetensors trajectory: pass the file of `diffstyler invert STYLE.png --record {preset}` (or the image as --style-image).")
+        if not s.exists(): raise InputError(f"--style-source '{s}' does not exist: run `diffstyler invert STYLE.png --out {s.name} --record {preset}` first.")
+        p["style_source"], p["style_source_steps"], p["style_source_meta"] = s, _trajectory_steps(s), _sidecar(s)
+    else:
+        p["style_image"] = Path(sty_img).expanduser()
+        load_image(p["style_image"], name="style image")
+    steps = p.get("source_steps") or p.get("steps") or p.get("style_source_steps") or 50
+    if p["source"] is not None and p.get("steps") is not None and p["steps"] != steps:
+        raise InputError(f"--steps={p['steps']} differs from the {steps} steps of source trajectory '{src}': drop --steps or invert again.")
+    if p.get("style_source_steps") not in (None, steps):
+        raise InputError(f"--style-source '{p['style_source']}' has {p['style_source_steps']} sampling steps, the content {steps}: "
+                         f"invert the style image again with --steps {steps}.")
     for key, flag in (("feature_steps", "--feature-steps"), ("attention_steps", "--attention-steps")):
         if p.get(key) is not None:
             p[key] = check_int_range(flag, p[key], 0, steps, f"thresholds count sampling steps: use 0..{steps}.")
@@ -189,7 +236,10 @@ def check_plan(plan: dict, overwrite: bool = False) -> dict:
     if p.get("seed") is not None: p["seed"] = check_int_range("--seed", p["seed"], 0)
     # LoRAs, masks, prompts
     loras = [str(l) for l in (p.get("loras") or [])]
-    if not loras: raise InputError("no --lora given: pass the folder written by `diffstyler train-lora`.")
+    if by == "lora" and not loras: raise InputError("no --lora given: pass the folder written by `diffstyler train-lora`.")
+    if by != "lora" and loras:   # refused, not ignored: the user would think the LoRA styled the picture
+        raise InputError(f"--preset {preset} styles with {STYLE_WORDS[by]}, not a LoRA: drop --lora (the LoRA presets are "
+                         f"{', '.join(n for n in PRESETS if uses_lora(n))}).")
     files = []
     for l in loras:
         f = resolve_lora_path(l)          # folder without weights, pickles, missing paths: one-line errors
@@ -198,7 +248,9 @@ def check_plan(plan: dict, overwrite: bool = False) -> dict:
         files.append(f)
     p["lora_files"] = files
     masks = [str(m) for m in (p.get("masks") or [])]
-    if len(masks) and len(masks) != len(loras):
+    if by != "lora" and len(masks) > 1:
+        raise InputError(f"{len(masks)} --mask with --preset {preset}: it has one style, so give one mask (the region to style) or none.")
+    if by == "lora" and len(masks) and len(masks) != len(loras):
         raise InputError(f"{len(masks)} --mask for {len(loras)} --lora: give one mask per LoRA (or one LoRA and no mask for a global transfer).")
     if len(loras) > 1 and not masks:
         raise InputError(f"{len(loras)} --lora but no --mask: several styles need one mask each (a region per style).")
@@ -218,8 +270,13 @@ def check_plan(plan: dict, overwrite: bool = False) -> dict:
         kinds.append((kind, val))
     p["mask_specs"] = kinds
     prompts = p.get("prompts") or []
-    if len(prompts) not in (0, 1, len(loras)):
+    if by == "lora" and len(prompts) not in (0, 1, len(loras)):
         raise InputError(f"{len(prompts)} --prompt for {len(loras)} --lora: give none (each LoRA's training prompt), one, or one per LoRA.")
+    if by == "prompt" and (len(prompts) != 1 or not str(prompts[0]).strip()):
+        raise InputError(f"--preset {preset} styles with the prompt alone: pass one --prompt naming the style, e.g. --prompt 'a watercolor painting'"
+                         + (f" ({len(prompts)} given)." if len(prompts) > 1 else "."))
+    if by == "image" and len(prompts) > 1:
+        raise InputError(f"{len(prompts)} --prompt with --preset {preset}: it styles with the style image (one pass): give at most one (default: none, as StyleID).")
     p["prompts"] = list(prompts)
     # output
     out = p.get("out")
@@ -238,8 +295,26 @@ def _masks_for(p, content_img):
         out.append(str(val) if kind == "file" else fastsam(content_img, text=val, checkpoint=p.get("fastsam_checkpoint")))
     return out
 
+def plan_config(p: dict, preset: str, steps: int) -> InjectionConfig:
+    "The `InjectionConfig` of `preset` for `steps` sampling steps with the plan's overrides (thresholds, guidance, negative prompt)."
+    kw = {k: p[k] for k in ("feature_steps", "attention_steps") if p.get(k) is not None}
+    if p.get("guidance") is not None: kw["guidance_scale"] = p["guidance"]
+    if p.get("negative_prompt") is not None: kw["negative_prompt"] = p["negative_prompt"]
+    return InjectionConfig.preset(preset, steps).replace(**kw)
+
+def _fix_words(e: InputError, preset: str, cfg: InjectionConfig, role: str = "content") -> str:
+    "A trajectory's coverage error said as the command to run: `--record all` covers DiffStyler's kinds, not self-attention V."
+    from diffstyler.inversion import cache_keys
+    head, what = str(e).split("; invert again with")[0], "CONTENT" if role == "content" else "STYLE.png"
+    if any(k == "self_v" for _, _, k in cache_keys(cfg, source=role)):
+        return f"{head}; run `diffstyler invert {what} --record {preset}` again (`--record all {preset}` to explore other thresholds too)."
+    return (f"{head}; run `diffstyler invert {what} --record all` again (`record: all` in a run file), "
+            f"or --record {preset} to keep that preset's own thresholds.")
+
 def run_plan(p: dict, cache: Optional[dict] = None, progress: bool = True, device=None, overwrite: bool = False) -> Path:
-    "Execute a plan from `check_plan`; returns the output path (its config is written beside it)."
+    """Execute a plan from `check_plan`; returns the output path (its config is written beside it). The content is inverted
+    once for every preset of `p['record']` (a grid's cells share it); the style image (styleid) is inverted with the content's
+    inversion and sampling steps, or its saved trajectory loaded; `cache` keeps models, trajectories and LoRAs between runs."""
     from diffstyler.transfer import DiffStyler, Style
     from diffstyler.inversion import SourceTrajectory
     cache = {} if cache is None else cache
@@ -264,25 +339,35 @@ def run_plan(p: dict, cache: Optional[dict] = None, progress: bool = True, devic
         steps = source.num_steps
     else:
         steps = p.get("steps") or 50
-    cfg = InjectionConfig.preset(p["preset"], steps)
-    kw = {k: p[k] for k in ("feature_steps", "attention_steps") if p.get(k) is not None}
-    if p.get("guidance") is not None: kw["guidance_scale"] = p["guidance"]
-    if p.get("negative_prompt") is not None: kw["negative_prompt"] = p["negative_prompt"]
-    cfg = cfg.replace(**kw)
+    cfg = plan_config(p, p["preset"], steps)
     if p["source"] is not None:
         try: source.check_covers(cfg)
-        except InputError as e:   # a trajectory saved by `diffstyler invert`: say the fix as that command's option
-            what = str(e).split("; invert again with")[0]
-            raise InputError(f"{what}; run `diffstyler invert CONTENT --record all` again (`record: all` in a run file), "
-                             f"or --record {p['preset']} to keep that preset's own thresholds.") from None
+        except InputError as e: raise InputError(_fix_words(e, p["preset"], cfg)) from None   # said as `diffstyler invert`'s option
+    inv = p.get("inversion_steps") or (source.num_inversion_steps if p["source"] is not None else 1000)
+    def inverted(image, record: List[InjectionConfig]):
+        "`image` DDIM-inverted once per cache for what `record` reads (the official presets' in-batch source reads nothing)."
+        record = [c for c in record if c.source == "base"] or None
+        key = ("invert", model, _abs(image), inv, steps, json.dumps(record and [c.to_dict() for c in record], sort_keys=True))
+        if key not in cache: cache[key] = ds.invert(str(image), inv, steps, record=record, progress=progress)
+        return cache[key]
     if p["source"] is None:
         small_model_notice(ds.pipe, p["content"], model)
-        inv = p.get("inversion_steps") or 1000
-        record = cfg if cfg.source == "base" else None
-        skey = ("invert", model, _abs(p["content"]), inv, steps, json.dumps(None if record is None else record.to_dict(), sort_keys=True))
-        if skey not in cache: cache[skey] = ds.invert(str(p["content"]), inv, steps, record=record if record is not None else None, progress=progress)
-        source = cache[skey]
-    # LoRAs: load once per file, check they fit this UNet first
+        source = inverted(p["content"], [plan_config(p, r, steps) for r in p.get("record") or [p["preset"]]])
+    style_source = None
+    if p.get("style_source") is not None:
+        made_with = (p.get("style_source_meta") or {}).get("model")
+        if made_with and made_with != model:
+            raise InputError(f"--style-source '{p['style_source']}' was inverted with model '{made_with}', not '{model}': pass --model {made_with} or invert the style again.")
+        skey = ("source", str(p["style_source"]))
+        if skey not in cache: cache[skey] = SourceTrajectory.load(p["style_source"], device=ds.pipe.unet.device)
+        style_source = cache[skey]
+        try: style_source.check_covers(cfg, role="style")
+        except InputError as e: raise InputError(f"--style-source '{p['style_source']}': " + _fix_words(e, p["preset"], cfg, "style")) from None
+    elif p.get("style_image") is not None:
+        small_model_notice(ds.pipe, p["style_image"], model)
+        style_source = inverted(p["style_image"], [cfg])   # the content's inversion and sampling steps, as StyleID inverts both alike
+    # the style: LoRAs (loaded once per file, checked against this UNet first), or the base UNet with the prompt (pnp,
+    # masactrl) or with the style's trajectory (styleid)
     styles, names = [], []
     for f in p["lora_files"]:
         lkey = ("lora", model, str(Path(f).resolve()))
@@ -294,19 +379,22 @@ def run_plan(p: dict, cache: Optional[dict] = None, progress: bool = True, devic
     for j, (lora, mask) in enumerate(zip(names, masks)):
         prompt = prompts[j] if len(prompts) == len(names) else prompts[0] if prompts else (lora.prompt or "")
         styles.append(Style(lora.name, mask, prompt))
+    if not names: styles = [Style(None, (masks or [None])[0], prompts[0] if prompts else "")]
     seed = p.get("seed") or 0
     seed_everything(seed)
     gen = make_generator(seed, ds.pipe.unet.device)
-    if len(styles) == 1: res = ds.transfer(source, style=styles[0].lora, prompt=styles[0].prompt, mask=styles[0].mask, config=cfg, generator=gen, progress=progress)
-    else: res = ds.transfer(source, styles=styles, config=cfg, generator=gen, progress=progress)
+    if len(styles) == 1: res = ds.transfer(source, style=styles[0].lora, prompt=styles[0].prompt, mask=styles[0].mask, config=cfg,
+                                           generator=gen, progress=progress, style_source=style_source)
+    else: res = ds.transfer(source, styles=styles, config=cfg, generator=gen, progress=progress, style_source=style_source)
     out = save_image(res.image, p["out"], overwrite=overwrite)
     record = dict(command="transfer", model=model, image_path=_abs(p["content"]), source=_abs(p["source"]),
-                  lora=[_abs(f) for f in p["lora_files"]],
+                  lora=[_abs(f) for f in p["lora_files"]], style_image=_abs(p.get("style_image")), style_source=_abs(p.get("style_source")),
                   mask=[(_abs(v) if k == "file" else f"text:{v}") for k, v in p["mask_specs"]],
                   prompt_gene=[s.prompt for s in styles], preset=p["preset"], n_timesteps=steps,
                   inversion_steps=None if p["source"] is not None else (p.get("inversion_steps") or 1000),
                   feature_steps=cfg.feature_steps, attention_steps=cfg.attention_steps, guidance_scale=cfg.guidance_scale,
                   negative_prompt=cfg.negative_prompt, seed=seed, output_path=_abs(out), injection=cfg.to_dict(),
+                  rules=[dataclasses.asdict(r) for r in cfg.all_rules()],   # everything injected: the knobs as rules, then the preset's own
                   seconds=round(time.perf_counter() - t0, 2))
     write_config(out, record, overwrite=overwrite)
     return out
@@ -315,8 +403,8 @@ def run_plan(p: dict, cache: Optional[dict] = None, progress: bool = True, devic
 RUN_KEYS = ("image_path", "content", "source", "output_path", "lora_name", "lora", "mask", "prompt_gene", "prompts",
             "guidance_scale", "negative_prompt", "seed", "n_timesteps", "inversion_steps", "pnp_f_t", "pnp_attn_t",
             "feature_steps", "attention_steps", "preset", "model", "sd_version", "device", "latents_path", "prompt",
-            "fastsam_checkpoint")
-META_KEYS = ("command", "diffstyler_version", "torch_version", "python", "created", "seconds", "injection")  # written by us, ignored on reading
+            "fastsam_checkpoint", "style_image", "style_source")
+META_KEYS = ("command", "diffstyler_version", "torch_version", "python", "created", "seconds", "injection", "rules")  # written by us, ignored on reading
 
 def load_runs(path, overrides: Optional[dict] = None) -> List[dict]:
     "Read a YAML (or JSON) run file, or take a run (dict) or list of runs as they are: a run, a list of runs, or {runs: [...], **defaults}; `overrides` apply to every run."
@@ -426,7 +514,7 @@ def run_to_plan(r: dict, root: Path, where: str, model: Optional[str] = None, ou
                 negative_prompt=r.get("negative_prompt"), seed=r.get("seed"), steps=steps,
                 inversion_steps=r.get("inversion_steps"), feature_steps=fs, attention_steps=at,
                 preset=r.get("preset") or ("official" if authors else None), model=mdl, root=root, out_in_folder=("parents" if authors else True) if in_folder else False,
-                fastsam_checkpoint=rel(r.get("fastsam_checkpoint")))
+                fastsam_checkpoint=rel(r.get("fastsam_checkpoint")), style_image=rel(r.get("style_image")), style_source=rel(r.get("style_source")))
 
 # %% ../nbs/11_runs.ipynb #dc4d55b5
 DEMO_FILES = ("grid.png", "metrics.json", "source.safetensors", "lora-stripes", "lora-dots")
@@ -564,21 +652,27 @@ def train_lora_job(style_image, prompt: str, out, model: Optional[str] = None, r
                                  seconds=round(time.perf_counter() - t0, 2)), overwrite=True)
     return lora.path
 
-def invert_job(content_image, out, model: Optional[str] = None, inversion_steps: int = 1000, steps: int = 50, record: str = "all",
+def invert_job(content_image, out, model: Optional[str] = None, inversion_steps: int = 1000, steps: int = 50, record="all",
                overwrite: bool = False, device=None, progress: bool = True) -> Path:
-    "DDIM-invert `content_image` and save its source trajectory to `out` (.safetensors) with its config (`diffstyler invert`)."
+    """DDIM-invert `content_image` and save its source trajectory to `out` (.safetensors) with its config (`diffstyler invert`).
+    `record`: 'all' (DiffStyler's kinds at every layer and step), a preset name, or a list of these (their union). A style
+    image is inverted the same way: `record='styleid'` keeps the self-attention K and V that StyleID reads from it."""
     load_image(content_image, name="content image")
     steps = check_int_range("--steps", steps, 1, MAX_STEPS, STEPS_FIX)
     inv = check_int_range("--inversion-steps", inversion_steps, 1, 1000, "the paper uses 1000.")
     out = Path(out).expanduser()
     if out.suffix != ".safetensors": raise InputError(f"--out '{out}' must end in .safetensors (the trajectory's format).")
-    if record != "all" and record not in PRESETS: raise InputError(f"--record {record!r} is not known: use 'all' or one of {list(PRESETS)}.")
+    recs = [record] if isinstance(record, str) else list(record or [])
+    if not recs: raise InputError("--record is empty: name 'all' or some presets.")
+    for r in recs:
+        if r != "all" and r not in PRESETS: raise InputError(f"--record {r!r} is not known: use 'all' or some of {list(PRESETS)}.")
+    record = recs[0] if len(recs) == 1 else recs
     check_outputs([out], overwrite, "--out")
     t0 = time.perf_counter()
     from diffstyler.transfer import DiffStyler
     ds = DiffStyler(get_pipeline(model, device))
     small_model_notice(ds.pipe, content_image, model)
-    rec = "all" if record == "all" else InjectionConfig.preset(record, steps)
+    rec = [r if r == "all" else InjectionConfig.preset(r, steps) for r in recs]
     src = ds.invert(content_image, inv, steps, record=rec, progress=progress)
     src.save(out, overwrite=overwrite)
     write_config(out, dict(command="invert", model=model or "toy", content=_abs(content_image), n_timesteps=steps,
@@ -590,12 +684,14 @@ def transfer_job(content, loras, out, masks: Sequence = (), prompts: Sequence = 
                  feature_steps: Optional[int] = None, attention_steps: Optional[int] = None, guidance: Optional[float] = None,
                  negative_prompt: Optional[str] = None, seed: int = 0, steps: Optional[int] = None,
                  inversion_steps: Optional[int] = None, model: Optional[str] = None, overwrite: bool = False, device=None,
-                 progress: bool = True, fastsam_checkpoint=None) -> Path:
-    "Style `content` (image or saved trajectory) with `loras` (one per mask), checked first; writes `out` and its config (`diffstyler transfer`)."
-    plan = dict(content=content, loras=list(loras), masks=list(masks), prompts=list(prompts), preset=preset,
+                 progress: bool = True, fastsam_checkpoint=None, style_image=None, style_source=None) -> Path:
+    """Style `content` (image or saved trajectory), checked first; writes `out` and its config (`diffstyler transfer`).
+    DiffStyler's presets take `loras` (one per mask); `pnp` and `masactrl` take no LoRA and one prompt; `styleid` takes no
+    LoRA and `style_image` (inverted like the content) or `style_source` (its trajectory from `invert_job(..., record='styleid')`)."""
+    plan = dict(content=content, loras=list(loras or []), masks=list(masks), prompts=list(prompts), preset=preset,
                 feature_steps=feature_steps, attention_steps=attention_steps, guidance=guidance,
                 negative_prompt=negative_prompt, seed=seed, steps=steps, inversion_steps=inversion_steps,
-                model=model, out=out, fastsam_checkpoint=fastsam_checkpoint)
+                model=model, out=out, fastsam_checkpoint=fastsam_checkpoint, style_image=style_image, style_source=style_source)
     p = check_plan(plan, overwrite)
     return run_plan(p, progress=progress, device=device, overwrite=overwrite)
 

@@ -95,16 +95,27 @@ class _Renderer:
 
 # %% ../nbs/09_widgets.ipynb #66297783
 class InjectionExplorer(_Renderer):
-    "ipywidgets explorer of the injection thresholds: `.ui` holds the controls and images; re-renders from the cached `source` only."
+    """ipywidgets explorer of the injection thresholds: `.ui` holds the controls and images; re-renders from the cached `source` only.
+
+    Each preset gets the style the way its method takes it (`InjectionConfig.style_by`): DiffStyler's presets use `style` (a
+    LoRA) and `prompt`; `pnp` and `masactrl` the base UNet and `prompt`; `styleid` the base UNet, no prompt, and `style_source`,
+    the style image's trajectory (`styler.invert(style_image, ..., record='styleid')`, the content's sampling steps). A preset
+    that needs `style_source` without one shows a one-line message instead of a picture. The sliders and checkboxes set
+    DiffStyler's knobs; a preset's own `rules` stay as they are (listed under the controls)."""
     def __init__(self, styler: DiffStyler, source, style=None, prompt: str = "", preset: str = "paper",
                  config: Optional[InjectionConfig] = None, mask=None, guidance_scale: Optional[float] = None,
                  size: int = 256, continuous_update: bool = False, auto_render: bool = True, threaded: bool = False,
-                 callback: Optional[Callable] = None, render_now: bool = True):
+                 callback: Optional[Callable] = None, render_now: bool = True, style_source=None):
         from diffstyler.inversion import SourceTrajectory
         if not isinstance(styler, DiffStyler): raise InputError("styler must be a DiffStyler: DiffStyler(pipe).")
         if not isinstance(source, SourceTrajectory): raise InputError("source must be a SourceTrajectory from styler.invert(content).")
         if preset not in PRESETS: raise InputError(f"preset={preset!r} is not known: use one of {list(PRESETS)}.")
+        if style_source is not None and not isinstance(style_source, SourceTrajectory):
+            raise InputError("style_source must be a SourceTrajectory: styler.invert(style_image, record='styleid').")
+        if style_source is not None and style_source.num_steps != source.num_steps:
+            raise InputError(f"style_source has {style_source.num_steps} sampling steps, source {source.num_steps}: invert the style image with num_steps={source.num_steps}.")
         self.styler, self.source, self.style, self.prompt, self.mask = styler, source, style, prompt, mask
+        self.style_source = style_source
         self.guidance_scale, self.size, self.auto_render = guidance_scale, size, auto_render
         N = source.num_steps
         self._init_renderer(N, threaded, callback)
@@ -117,6 +128,7 @@ class InjectionExplorer(_Renderer):
         self.feature = W.Checkbox(description="features (ResNet)", indent=False)
         self.self_attention = W.Checkbox(description="self-attention", indent=False)
         self.cross_attention = W.Checkbox(description="cross-attention", indent=False)
+        self.rules = W.HTML(value="")
         self._load(self._base)
         self.content_image = _image_widget(styler.reconstruct(source).image, size)
         self.image = _image_widget(None, size)
@@ -128,7 +140,7 @@ class InjectionExplorer(_Renderer):
             W.HBox([W.VBox([label("content (reconstruction)"), self.content_image]), W.VBox([label("styled"), self.image])]),
             W.HBox([self.progress, self.status]),
             self.preset, self.feature_steps, self.attention_steps,
-            W.HBox([self.feature, self.self_attention, self.cross_attention])])
+            W.HBox([self.feature, self.self_attention, self.cross_attention]), self.rules])
         if render_now: self.render()
 
     def _load(self, cfg: InjectionConfig):
@@ -138,6 +150,9 @@ class InjectionExplorer(_Renderer):
             self.feature_steps.value, self.attention_steps.value = cfg.feature_steps, cfg.attention_steps
             self.feature.value = bool(cfg.feature_layers) and cfg.feature_steps > 0
             self.self_attention.value, self.cross_attention.value = cfg.self_attention, cfg.cross_attention
+            self.rules.value = "<small>rules of the preset: " + "; ".join(
+                f"{r.kind} layers {r.layers[0]}-{r.layers[-1]} steps {r.start}-{r.stop} from the {r.source}" + (f" x{r.weight:g}" if r.weight != 1 else "")
+                for r in cfg.rules) + "</small>" if cfg.rules else ""
         finally: self._holding = False
 
     def _preset_changed(self, change):
@@ -152,9 +167,27 @@ class InjectionExplorer(_Renderer):
                                   attention_steps=self.attention_steps.value, self_attention=self.self_attention.value,
                                   cross_attention=self.cross_attention.value, name=f"{self.preset.value} (explorer)")
 
+    def missing(self) -> Optional[str]:
+        "Why the current preset cannot render (it reads the style image's trajectory and none was given), or None."
+        if self._base.reads("style") and self.style_source is None:
+            return (f"preset '{self.preset.value}' reads the style image's DDIM trajectory: pass style_source=styler.invert(style_image, "
+                    f"num_inversion_steps, {self.source.num_steps}, record={self._base.name if self._base.name in PRESETS else '<this config>'!r}) to InjectionExplorer.")
+        return None
+
+    def render(self):
+        "Render the current settings (see `_Renderer.render`); a preset that lacks its `style_source` shows `missing()` instead and returns None."
+        msg = self.missing()
+        if msg is None: return super().render()
+        self.result, self.image.value = None, b""   # no picture of another preset next to the message
+        self.progress.value, self.progress.bar_style = 0, "warning"
+        self.status.value = f"<b>cannot render:</b> {msg}"
+        return None
+
     def _transfer(self, step_callback):
-        return self.styler.transfer(self.source, style=self.style, prompt=self.prompt, config=self.config, mask=self.mask,
-                                    guidance_scale=self.guidance_scale, progress=False, callback=step_callback)
+        by = self._base.style_by   # pnp and masactrl style with the prompt, styleid with the style's trajectory: no LoRA
+        return self.styler.transfer(self.source, style=self.style if by == "lora" else None, prompt="" if by == "image" else self.prompt,
+                                    config=self.config, mask=self.mask, guidance_scale=self.guidance_scale, progress=False,
+                                    callback=step_callback, style_source=self.style_source)
 
     def _show(self, res): self.image.value = png_bytes(res.image, self.size)
 

@@ -125,3 +125,33 @@ def test_cli_runs_a_grid(tmp_path, capsys):
     assert main(["run", str(cfg), "--quiet"]) == 0
     assert capsys.readouterr().out.split() == [str(tmp_path/"out"/f) for f in ("metrics.csv", "summary.csv", "metrics.png")]
     assert G.cell_state(G.grid_cells(G.load_grid(cfg))[0]) == "done"
+
+
+def test_grid_with_every_method(tmp_path, monkeypatch):
+    """1 content x 1 style x [paper, pnp, styleid, masactrl] on the tiny model: every cell finishes; the content is inverted once
+    for all four (recording what each reads) and the style image once (styleid); only the paper cell uses the LoRA, pnp and
+    masactrl the style's prompt, styleid the style's trajectory. A grid of only prompt-styled methods trains no LoRA."""
+    import diffstyler.inversion as inversion
+    from diffstyler.core import InjectionConfig
+    n = {"ddim_invert": 0}
+    real = inversion.ddim_invert
+    def counting(*a, **k): n["ddim_invert"] += 1; return real(*a, **k)
+    monkeypatch.setattr(inversion, "ddim_invert", counting)
+    presets = ["paper", "pnp", "styleid", "masactrl"]
+    cfg = make_grid(tmp_path, n_contents=1, n_styles=1, model="tiny", presets=presets, steps=6, inversion_steps=20)
+    res = G.run_grid(cfg)
+    assert res["computed"] == [f"c0__s0__{p}" for p in presets] and n["ddim_invert"] == 2
+    out = tmp_path/"out"
+    side = {p: json.loads((out/"cells"/f"c0__s0__{p}.config.json").read_text()) for p in presets}
+    assert side["paper"]["lora"] == [str(out/"loras"/"s0"/"pytorch_lora_weights.safetensors")]
+    assert [side[p]["lora"] for p in ("pnp", "styleid", "masactrl")] == [[], [], []]
+    assert side["pnp"]["prompt_gene"] == side["masactrl"]["prompt_gene"] == ["yellow triangle"] and side["styleid"]["prompt_gene"] == [""]
+    assert side["styleid"]["style_source"] == str(out/"style-sources"/"s0.safetensors") and side["pnp"]["style_source"] is None
+    assert all(side[p]["injection"]["name"] == p and side[p]["injection"]["style_by"] == InjectionConfig.preset(p).style_by for p in presets)
+    summary = list(csv.DictReader(open(out/"summary.csv")))
+    assert [r["preset"] for r in summary] == presets and all(float(r["lpips"]) >= 0 for r in summary)
+    again = G.run_grid(cfg)                            # resumed: nothing computed, nothing inverted
+    assert again["computed"] == [] and n["ddim_invert"] == 2
+    only = make_grid(tmp_path/"prompted", n_contents=1, n_styles=1, model="tiny", presets=["pnp", "masactrl"], steps=6, inversion_steps=20)
+    assert G.run_grid(only)["computed"] == ["c0__s0__pnp", "c0__s0__masactrl"]
+    assert not (tmp_path/"prompted"/"out"/"loras").exists() and not (tmp_path/"prompted"/"out"/"style-sources").exists()

@@ -141,3 +141,46 @@ def test_fusion_explorer_fastsam_wiring(world, monkeypatch):
     row.button.click()
     assert seen == dict(points=[[10, 12]], labels=[1], checkpoint="FastSAM-s.pt", size=(64, 64), imgsz=256)
     assert int(row.mask.sum()) == 400 and fx.renders == 0
+
+
+@pytest.fixture(scope="module")
+def methods(world):
+    "The content recorded for the paper, pnp and styleid presets, and the style image's trajectory (record='styleid')."
+    styler = world["styler"]
+    style = render_scene([("triangle", "green")], "white", "stripes", seed=5)[0]
+    source = styler.invert(world["content"], num_inversion_steps=8, num_steps=N, record=["paper", "pnp", "styleid"], progress=False)
+    return dict(source=source, style_source=styler.invert(style, num_inversion_steps=8, num_steps=N, record="styleid", progress=False))
+
+
+def test_explorer_styleid_with_style_source_renders_without_the_lora(world, methods):
+    "styleid renders from the style's trajectory with the base UNet and no prompt, even when the explorer holds a LoRA."
+    styler = world["styler"]
+    ex = InjectionExplorer(styler, methods["source"], style=world["lora"], prompt=PROMPT, preset="styleid", size=64,
+                           style_source=methods["style_source"])
+    want = styler.transfer(methods["source"], config=ex.config, style_source=methods["style_source"], progress=False)
+    assert ex.renders == 1 and ex.image.value == png_bytes(want.image, 64) and "cannot render" not in ex.status.value
+    with_lora = styler.transfer(methods["source"], style="w1", prompt=PROMPT, config=ex.config, style_source=methods["style_source"], progress=False)
+    assert ex.image.value != png_bytes(with_lora.image, 64)
+    assert "self_k layers 6-11" in ex.rules.value and "from the style" in ex.rules.value
+    ex.preset.value = "pnp"                            # pnp: the prompt alone, no LoRA
+    plain = styler.transfer(methods["source"], prompt=PROMPT, config=ex.config, progress=False)
+    assert ex.renders == 2 and ex.image.value == png_bytes(plain.image, 64)
+    ex.preset.value = "paper"                          # DiffStyler's preset: the LoRA, as before
+    lora = styler.transfer(methods["source"], style="w1", prompt=PROMPT, config=ex.config, progress=False)
+    assert ex.renders == 3 and ex.image.value == png_bytes(lora.image, 64) and ex.rules.value == ""
+    with pytest.raises(InputError, match="num_steps=4"):
+        InjectionExplorer(styler, methods["source"], preset="styleid", style_source=styler.invert(
+            world["content"], num_inversion_steps=8, num_steps=3, record="styleid", progress=False))
+
+
+def test_explorer_styleid_without_style_source_says_what_to_pass(world, methods):
+    "No crash: a one-line message in the status, no picture; the other presets render; styleid again shows the message."
+    ex = InjectionExplorer(world["styler"], methods["source"], style=world["lora"], prompt=PROMPT, preset="styleid", size=64)
+    assert ex.renders == 0 and ex.result is None and ex.image.value == b""
+    assert "cannot render" in ex.status.value and "style_source=styler.invert(style_image" in ex.status.value
+    assert "record='styleid'" in ex.status.value and "\n" not in ex.status.value and ex.progress.bar_style == "warning"
+    ex.preset.value = "paper"
+    assert ex.renders == 1 and ex.result is not None and "render 1" in ex.status.value
+    ex.preset.value = "styleid"
+    assert ex.renders == 1 and ex.result is None and ex.image.value == b"" and "style_source=" in ex.status.value
+    with pytest.raises(InputError, match="nothing rendered"): ex.snapshot()
