@@ -168,6 +168,8 @@ def invert_style(spec: dict, style: str, device=None, progress: bool = False) ->
     later finds it complete); returns the file."""
     path = style_source_path(spec, style)
     if path.exists(): return path   # written atomically: present means complete
+    from diffstyler.core import load_image
+    load_image(spec["styles"][style], name="style image")   # a bad file is named as the style it is (invert_job says 'content image')
     path.parent.mkdir(parents=True, exist_ok=True)
     readers = [p for p in PRESETS if _runs().reads_style(p)]
     _runs().invert_job(spec["styles"][style], path, spec["model"], inversion_steps=spec["inversion_steps"], steps=spec["steps"],

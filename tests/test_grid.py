@@ -155,3 +155,6 @@ def test_grid_with_every_method(tmp_path, monkeypatch):
     only = make_grid(tmp_path/"prompted", n_contents=1, n_styles=1, model="tiny", presets=["pnp", "masactrl"], steps=6, inversion_steps=20)
     assert G.run_grid(only)["computed"] == ["c0__s0__pnp", "c0__s0__masactrl"]
     assert not (tmp_path/"prompted"/"out"/"loras").exists() and not (tmp_path/"prompted"/"out"/"style-sources").exists()
+    broken = make_grid(tmp_path/"broken", n_contents=1, n_styles=1, model="tiny", presets=["styleid"], steps=6, inversion_steps=20)
+    (tmp_path/"broken"/"s"/"s0.png").write_bytes(b"not a picture")
+    with pytest.raises(InputError, match="style image .*s0.png"): G.run_grid(broken)
