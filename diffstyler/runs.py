@@ -308,8 +308,7 @@ def _fix_words(e: InputError, preset: str, cfg: InjectionConfig, role: str = "co
     head, what = str(e).split("; invert again with")[0], "CONTENT" if role == "content" else "STYLE.png"
     if any(k == "self_v" for _, _, k in cache_keys(cfg, source=role)):
         return f"{head}; run `diffstyler invert {what} --record {preset}` again (`--record all {preset}` to explore other thresholds too)."
-    return (f"{head}; run `diffstyler invert {what} --record all` again (`record: all` in a run file), "
-            f"or --record {preset} to keep that preset's own thresholds.")
+    return f"{head}; run `diffstyler invert {what} --record all` again, or --record {preset} to keep that preset's own thresholds."
 
 def run_plan(p: dict, cache: Optional[dict] = None, progress: bool = True, device=None, overwrite: bool = False) -> Path:
     """Execute a plan from `check_plan`; returns the output path (its config is written beside it). The content is inverted
