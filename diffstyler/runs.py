@@ -323,14 +323,16 @@ def run_plan(p: dict, cache: Optional[dict] = None, progress: bool = True, devic
     if key not in cache: cache[key] = DiffStyler(get_pipeline(model, device))
     ds = cache[key]
     sample = ds.pipe.unet.config.sample_size
+    def saved(path, meta, label: str, fix: str) -> SourceTrajectory:
+        "A trajectory file (the content's or the style's), loaded once per cache; refused if another model inverted it."
+        made_with = (meta or {}).get("model")
+        if made_with and made_with != model:
+            raise InputError(f"{label} was inverted with model '{made_with}', not '{model}': pass --model {made_with} or {fix}.")
+        if ("source", str(path)) not in cache: cache[("source", str(path))] = SourceTrajectory.load(path, device=ds.pipe.unet.device)
+        return cache[("source", str(path))]
     # content: a saved trajectory or a fresh inversion
     if p["source"] is not None:
-        made_with = (p.get("source_meta") or {}).get("model")
-        if made_with and made_with != model:
-            raise InputError(f"source trajectory '{p['source']}' was inverted with model '{made_with}', not '{model}': pass --model {made_with} or invert again.")
-        skey = ("source", str(p["source"]))
-        if skey not in cache: cache[skey] = SourceTrajectory.load(p["source"], device=ds.pipe.unet.device)
-        source = cache[skey]
+        source = saved(p["source"], p.get("source_meta"), f"source trajectory '{p['source']}'", "invert again")
         if tuple(source.latents.shape[-2:]) != (sample, sample):
             raise InputError(f"source trajectory '{p['source']}' has {tuple(source.latents.shape[-2:])} latents, model '{model}' makes {sample}x{sample}: invert with the same model.")
         if p.get("steps") is not None and p["steps"] != source.num_steps:
@@ -354,12 +356,7 @@ def run_plan(p: dict, cache: Optional[dict] = None, progress: bool = True, devic
         source = inverted(p["content"], [plan_config(p, r, steps) for r in p.get("record") or [p["preset"]]])
     style_source = None
     if p.get("style_source") is not None:
-        made_with = (p.get("style_source_meta") or {}).get("model")
-        if made_with and made_with != model:
-            raise InputError(f"--style-source '{p['style_source']}' was inverted with model '{made_with}', not '{model}': pass --model {made_with} or invert the style again.")
-        skey = ("source", str(p["style_source"]))
-        if skey not in cache: cache[skey] = SourceTrajectory.load(p["style_source"], device=ds.pipe.unet.device)
-        style_source = cache[skey]
+        style_source = saved(p["style_source"], p.get("style_source_meta"), f"--style-source '{p['style_source']}'", "invert the style again")
         try: style_source.check_covers(cfg, role="style")
         except InputError as e: raise InputError(f"--style-source '{p['style_source']}': " + _fix_words(e, p["preset"], cfg, "style")) from None
     elif p.get("style_image") is not None:

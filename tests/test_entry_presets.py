@@ -4,7 +4,7 @@ through the command line and the YAML runs (the grid: tests/test_grid.py; the wi
 with and no LoRA; the picture is the one `DiffStyler.transfer` makes with the base UNet; the combinations a method would
 not use are refused with one line before anything is written; `diffstyler invert --record` takes the new names, for a
 style image too. Tiny random pipeline, 6 sampling and 20 inversion steps."""
-import dataclasses, hashlib, json
+import dataclasses, json
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +17,7 @@ from diffstyler.core import InjectionConfig, PRESETS
 from diffstyler.inversion import SourceTrajectory
 from diffstyler.runs import uses_lora, reads_style
 from diffstyler.toy import render_scene
+from test_cli import snapshot   # one copy of the helper (tests/ is on sys.path)
 
 torch.set_num_threads(1)
 TINY = ["--model", "tiny", "--quiet"]
@@ -32,10 +33,6 @@ def call(capsys, *argv):
 
 
 def pixels(path): return np.asarray(Image.open(path).convert("RGB"), np.int16)
-
-
-def snapshot(folder):
-    return {str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
