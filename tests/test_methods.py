@@ -4,7 +4,15 @@ Each reference below is written from the method's public code (cited per functio
 controller or transfer loop: like the originals, it runs the source images' rows *in the same batch* as the output and
 copies their tensors inside its own attention processors and a conv2 forward hook, with the thresholds written as the
 methods' code computes them. Our presets read the same tensors from the cached source pass instead. Same tiny UNet, same
-inverted latents: the final latents must agree to 1e-4.
+start latent (`src.inverted[:1]`): the final latents must agree to 1e-4.
+
+The source rows at step i are the cached source pass's latents, `src.latents[i]` (the LoRA-free UNet's DDIM trajectory
+from the inverted noise), because that is what our cache records. The methods' own code feeds its DDIM-inversion latents
+there instead, `src.inverted[i]`: pnp-diffusers pnp.py `load_source_latents_t` (saved by preprocess.py's inversion),
+MasaCtrl diffuser_utils.py `ref_intermediate_latents[-1 - i]` (from `invert(..., return_intermediates=True)`), StyleID
+run_styleid.py (q, k, v saved in `encode_ddim`'s callback). With those rows the final latents differ by 0.03 to 0.12 on
+this pipeline (50 inversion steps): these tests check the rules (layers, steps, kinds, weights, temperature, AdaIN),
+not which trajectory the source tensors come from.
 """
 import numpy as np
 import pytest
