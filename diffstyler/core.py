@@ -13,11 +13,11 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # %% auto #0
-__all__ = ['MAX_IMAGE_PIXELS', 'PAPER_NEGATIVE', 'OFFICIAL_NEGATIVE', 'KINDS', 'SOURCES', 'STYLE_BY', 'PRESET_TABLE', 'PRESETS',
-           'DiffStylerError', 'InputError', 'ModelNotAvailableError', 'check_int_range', 'get_device', 'get_dtype',
-           'make_generator', 'seed_everything', 'read_image_file', 'load_image', 'image_to_tensor', 'tensor_to_image',
-           'working_size', 'prepare_image', 'postprocess_image', 'check_output_path', 'atomic_write', 'save_image',
-           'dumps_json', 'Rule', 'InjectionConfig']
+__all__ = ['MAX_IMAGE_PIXELS', 'PAPER_NEGATIVE', 'OFFICIAL_NEGATIVE', 'KINDS', 'SOURCES', 'STYLE_BY', 'SOURCE_LATENTS',
+           'PRESET_TABLE', 'PRESETS', 'DiffStylerError', 'InputError', 'ModelNotAvailableError', 'check_int_range',
+           'get_device', 'get_dtype', 'make_generator', 'seed_everything', 'read_image_file', 'load_image',
+           'image_to_tensor', 'tensor_to_image', 'working_size', 'prepare_image', 'postprocess_image',
+           'check_output_path', 'atomic_write', 'save_image', 'dumps_json', 'Rule', 'InjectionConfig']
 
 # %% ../nbs/00_core.ipynb #c7af70e8
 class DiffStylerError(ValueError):
@@ -238,6 +238,7 @@ OFFICIAL_NEGATIVE = "ugly, blurry, black, low res, unrealistic"
 KINDS = ("feature", "self_q", "self_k", "self_v", "cross_q", "cross_k")   # what a rule can inject (cross V is the text's)
 SOURCES = ("content", "style")   # whose cached DDIM trajectory the injected tensor comes from
 STYLE_BY = ("lora", "prompt", "image")   # what a method styles with: entry points ask for a LoRA, a prompt or a style image
+SOURCE_LATENTS = ("reconstruction", "inversion")   # which source pass the cache holds (see `InjectionConfig.source_latents`)
 
 @dataclass(frozen=True)
 class Rule:
@@ -261,8 +262,10 @@ class Rule:
         if self.source not in SOURCES: raise InputError(f"rule source={self.source!r} must be 'content' or 'style'.")
         set_ = lambda k, v: object.__setattr__(self, k, v)   # frozen: the rules of a preset cannot drift
         set_("layers", InjectionConfig._layers(f"{self.kind} rule layers", self.layers))
+        if not self.layers: raise InputError(f"{self.kind} rule layers=() is empty: name the decoder layers it injects, e.g. (6, 7, 8).")
         set_("start", check_int_range(f"{self.kind} rule start", self.start, 0, fix="steps are counted from 0."))
-        set_("stop", check_int_range(f"{self.kind} rule stop", self.stop, self.start, fix=f"stop must be >= start ({self.start})."))
+        set_("stop", check_int_range(f"{self.kind} rule stop", self.stop, 0, fix="steps are counted from 0."))
+        if self.stop < self.start: raise InputError(f"{self.kind} rule stop={self.stop} is before start={self.start}: steps [start, stop) need stop >= start.")
         try: w = float(self.weight)
         except (TypeError, ValueError): raise InputError(f"{self.kind} rule weight={self.weight!r} must be a number in 0..1.") from None
         if not 0 <= w <= 1: raise InputError(f"{self.kind} rule weight={w} is outside 0..1: 1 replaces, less blends.")
@@ -304,9 +307,10 @@ class InjectionConfig:
     mask_mode: str = "soft"      # "soft": area-resized masks, normalised where they overlap; "binary": the authors' masks
     pinned_lora: bool = False    # the authors' pinned diffusers 0.17.1: LoRA off in the attention modules their code patches
     rules: Tuple[Rule, ...] = () # injection beyond the knobs above (other methods' presets); a later rule wins where two cover
-    attention_temperature: float = 1.0   # StyleID's T: self-attention logits x T wherever a rule injects self-attention K
+    attention_temperature: float = 1.0   # StyleID's T: self-attention logits x T wherever a rule injects self-attention Q or K
     adain_init: bool = False     # StyleID: start from AdaIN(content z_T, style z_T), per-channel mean and std
     style_by: str = "lora"       # what carries the style: a LoRA (DiffStyler), the prompt alone (PnP, MasaCtrl), the style image's trajectory (StyleID)
+    source_latents: str = "reconstruction"  # cached tensors from the UNet denoising the inverted noise (the paper) or evaluated on each inverted latent (PnP, StyleID, MasaCtrl)
 
     def __post_init__(self):
         self.feature_layers = self._layers("feature_layers", self.feature_layers)
@@ -343,6 +347,9 @@ class InjectionConfig:
             raise InputError(f"attention_temperature={self.attention_temperature} is outside (0, 100]: 1 leaves attention as it is; StyleID uses 1.5.")
         self.adain_init = bool(self.adain_init)
         if self.style_by not in STYLE_BY: raise InputError(f"style_by={self.style_by!r} must be one of {list(STYLE_BY)}.")
+        if self.source_latents not in SOURCE_LATENTS: raise InputError(f"source_latents={self.source_latents!r} must be one of {list(SOURCE_LATENTS)}.")
+        if self.attention_temperature != 1 and self.source == "lora":
+            raise InputError("attention_temperature needs source='base': in-batch source rows would be tempered too.")
 
     @staticmethod
     def _layers(name, layers):
@@ -411,6 +418,9 @@ class InjectionConfig:
     def touches(self, kind: str, layer: int, step: int) -> bool:
         "Does some rule inject `kind` (a `KINDS` name) in `layer` at `step`? (A recording pass asks this of its plan.)"
         return self.rule(kind, layer, step) is not None
+    def cache_kind(self, kind: str) -> str:
+        "The cache's name for tensor `kind`: 'inv_' + kind when it comes from the pass over the inverted latents (`source_latents`)."
+        return ("inv_" + kind) if self.source_latents == "inversion" else kind
     def reads(self, source: str) -> bool:
         "Does a transfer with this config read the `source` ('content' or 'style') trajectory's cache or latents?"
         return any(r.source == source for r in self.all_rules()) or (source == "style" and self.adain_init)
@@ -431,7 +441,7 @@ class InjectionConfig:
     def to_dict(self) -> dict: return asdict(self)
 
 _AUTHORS = dict(feature_layers=(4,), feature_steps=30, attention_layers=tuple(range(4, 12)), attention_steps=25, source="lora",
-                fusion="noise", base_steps=50, guidance_scale=10.5, negative_prompt=OFFICIAL_NEGATIVE, literal_steps=True,
+                fusion="noise", base_steps=50, guidance_scale=10.5, negative_prompt=OFFICIAL_NEGATIVE, literal_steps=True, source_latents="inversion",
                 mask_mode="binary")
 # name: (fields over the defaults, source). One line each; DESIGN.md section 2 has the long form.
 PRESET_TABLE = {
@@ -443,14 +453,16 @@ PRESET_TABLE = {
 _STYLEID_LAYERS = tuple(range(6, 12))
 PRESET_TABLE.update({
     "pnp": (dict(feature_layers=(4,), feature_steps=40, attention_layers=tuple(range(4, 12)), attention_steps=25, cross_attention=False,
-                 negative_prompt=OFFICIAL_NEGATIVE, style_by="prompt"),
-            "Plug-and-Play (Tumanyan et al. CVPR 2023), MichalGeyer/pnp-diffusers pnp.py + pnp_utils.py: decoder layer 4 feature for int(0.8*50)=40 steps, self-attention Q/K 4-11 for int(0.5*50)=25, guidance 7.5"),
-    "styleid": (dict(feature_steps=0, attention_steps=0, guidance_scale=1.0, attention_temperature=1.5, adain_init=True, style_by="image",
+                 negative_prompt=OFFICIAL_NEGATIVE, style_by="prompt", source_latents="inversion"),
+            "Plug-and-Play (Tumanyan et al. CVPR 2023), MichalGeyer/pnp-diffusers pnp.py + pnp_utils.py: decoder layer 4 feature for int(0.8*50)=40 steps, self-attention Q/K 4-11 for int(0.5*50)=25, from the UNet on the saved inversion latents, guidance 7.5"),
+    "styleid": (dict(feature_steps=0, attention_steps=0, self_attention=False, cross_attention=False, guidance_scale=1.0,
+                     attention_temperature=1.5, adain_init=True, style_by="image", source_latents="inversion",
                      rules=(Rule("self_q", _STYLEID_LAYERS, 0, 50, "content", weight=0.75),   # query preservation, gamma = 0.75
                             Rule("self_k", _STYLEID_LAYERS, 0, 50, "style"), Rule("self_v", _STYLEID_LAYERS, 0, 50, "style"))),
-                "StyleID (Chung et al. CVPR 2024), jiwoogit/StyleID run_styleid.py + ldm attention.py: style K, V and gamma=0.75 content Q in self-attention 6-11 at every step, T=1.5, AdaIN start, no text guidance"),
-    "masactrl": (dict(feature_steps=0, attention_steps=0, style_by="prompt",
+                "StyleID (Chung et al. CVPR 2024), jiwoogit/StyleID run_styleid.py + ldm attention.py: style K, V and gamma=0.75 content Q (both recorded on the inversion latents) in self-attention 6-11 at every step, T=1.5, AdaIN start, no text guidance; their code skips the first of 50 steps (start_step=49), we do not"),
+    "masactrl": (dict(feature_steps=0, attention_steps=0, self_attention=False, cross_attention=False, style_by="prompt",
+                      source_latents="inversion", literal_steps=True,   # its start_step=4 is a count of steps, whatever their number
                       rules=(Rule("self_k", _STYLEID_LAYERS, 4, 50), Rule("self_v", _STYLEID_LAYERS, 4, 50))),
-                 "MasaCtrl (Cao et al. ICCV 2023), TencentARC/MasaCtrl masactrl.py: mutual self-attention, the source's K, V in self-attention 6-11 (its blocks 10-15) from step 4 of 50, guidance 7.5"),
+                 "MasaCtrl (Cao et al. ICCV 2023), TencentARC/MasaCtrl masactrl.py + diffuser_utils.py: mutual self-attention, K, V of the source (on its inversion latents) in self-attention 6-11 (its blocks 10-15) from step 4 on, guidance 7.5"),
 })
 PRESETS = tuple(PRESET_TABLE)

@@ -76,10 +76,10 @@ class FeatureStore:
         self.dtype, self.device, self.data = dtype, (torch.device(device) if device is not None else None), {}
     @staticmethod
     def key(step, layer, kind):
-        return (None if kind == "cross_k" else step, layer, kind)  # cross-attention K does not depend on the step
+        return (None if kind.endswith("cross_k") else step, layer, kind)  # cross-attention K (of the empty prompt) does not depend on the step
     def put(self, step: int, layer: int, kind: str, x: torch.Tensor):
         k = self.key(step, layer, kind)
-        if kind == "cross_k" and k in self.data: return
+        if k[0] is None and k in self.data: return
         y = x.detach().to(device=self.device or x.device, dtype=self.dtype or x.dtype)
         self.data[k] = y.clone() if y.data_ptr() == x.data_ptr() else y   # copy once: never alias the UNet's buffers
     def get(self, step: int, layer: int, kind: str, like: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -161,7 +161,7 @@ class InjectionController:
         store = self.style if rule.source == "style" else self.source
         if store is None: raise InputError(f"a {rule.kind} rule reads the {rule.source} trajectory, which this pass was not given: "
                                            f"pass style_source= (a SourceTrajectory of the style image) to transfer.")
-        return _broadcast(store.get(self.step, layer, rule.kind, like=like), batch)
+        return _broadcast(store.get(self.step, layer, self.inject.cache_kind(rule.kind), like=like), batch)
 
     def branch_rows(self, layer: int, batch: int) -> Optional[slice]:
         """Rows whose own ResNet residual branch `layer` needs at this step: None = all of them, or an empty slice when the
@@ -215,9 +215,10 @@ class InjectionController:
         return out["q"], out["k"], out["v"]
 
     def attention_scale(self, kind: str, layer: int, head_dim: int) -> Optional[float]:
-        "The softmax scale of `layer`'s attention: None (SDPA's 1/sqrt(d)), or T/sqrt(d) where a rule injects K and the config's temperature T != 1 (StyleID)."
+        """The softmax scale of `layer`'s attention: None (SDPA's 1/sqrt(d)), or T/sqrt(d) in self-attention where a rule
+        injects Q or K and the config's temperature T != 1 (StyleID's attention.py: only attn1, where q or k is injected)."""
         T = 1.0 if self.inject is None else self.inject.attention_temperature
-        if T == 1 or self.rule(f"{kind}_k", layer) is None: return None
+        if T == 1 or kind != "self" or (self.rule("self_q", layer) is None and self.rule("self_k", layer) is None): return None
         return T / math.sqrt(head_dim)
 
 # %% ../nbs/02_hooks.ipynb #cb22ebcd

@@ -17,8 +17,8 @@ from .hooks import FeatureStore, InjectionController, hooked, decoder_layers, at
 # %% auto #0
 __all__ = ['model_eps', 'ddim_move', 'check_finite', 'sampling_timesteps', 'inversion_timesteps', 'inversion_step',
            'inversion_residual', 'ddim_invert', 'cache_keys', 'RecordPlan', 'record_all', 'record_plan',
-           'OffloadedStore', 'SourceTrajectory', 'source_pass', 'invert', 'decoder_shapes', 'cache_bytes',
-           'prefetch_bytes', 'sd21_cache_bytes']
+           'OffloadedStore', 'SourceTrajectory', 'source_pass', 'inversion_pass', 'invert', 'decoder_shapes',
+           'cache_bytes', 'prefetch_bytes', 'sd21_cache_bytes']
 
 # %% ../nbs/03_inversion.ipynb #304b732b
 def model_eps(scheduler, output: torch.Tensor, sample: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
@@ -118,13 +118,14 @@ def cache_keys(config: InjectionConfig, num_steps: Optional[int] = None, source:
     cross-attention K, which does not depend on the step, has step None), for `num_steps` sampling steps (default: the
     config's): one key per step and layer of each of its rules (`InjectionConfig.all_rules`). Kinds: `KINDS`.
     `source`: only the keys read from the 'content' or the 'style' trajectory (None: both; a source pass records them all,
-    whichever image it inverts). Presets whose source is computed in the batch (source='lora': the authors' scheme,
+    whichever image it inverts, unless `invert(role=...)` says which). Keys read from the pass over the inverted latents
+    (`source_latents='inversion'`: PnP, StyleID, MasaCtrl) name their kind 'inv_' + kind. Presets whose source is computed in the batch (source='lora': the authors' scheme,
     `official` and `official_2024`) read nothing. With noise fusion the outside-mask base pass injects for `base_steps` too."""
     c = config.scaled(num_steps) if num_steps is not None else config
     if c.source == "lora": return frozenset()
     rules = c.all_rules()
     if c.fusion == "noise" and c.base_steps: rules += c.replace(feature_steps=c.base_steps, attention_steps=c.base_steps).all_rules()
-    return frozenset(FeatureStore.key(s, l, r.kind) for r in rules if source in (None, r.source)
+    return frozenset(FeatureStore.key(s, l, c.cache_kind(r.kind)) for r in rules if source in (None, r.source)
                      for s in range(r.start, r.stop) for l in r.layers)
 
 @dataclass(frozen=True)
@@ -148,10 +149,11 @@ def record_all(unet, num_steps: int, values: bool = False) -> InjectionConfig:
                            attention_layers=att, attention_steps=num_steps, num_steps=num_steps, name="record-all",
                            rules=(Rule("self_v", att, 0, num_steps),) if values else ())
 
-def record_plan(record, num_steps: int, unet=None) -> RecordPlan:
+def record_plan(record, num_steps: int, unet=None, role: Optional[str] = None) -> RecordPlan:
     """The `RecordPlan` for `record`: 'all' (every layer and step of `unet`: for the analysis chapters and widgets that
     explore any threshold), None or 'none' (latents only), a preset name ('paper'; 'official' and 'official_2024' read
-    nothing), an `InjectionConfig`, or a list/tuple of these (their union). Configs are scaled to `num_steps`."""
+    nothing), an `InjectionConfig`, or a list/tuple of these (their union). Configs are scaled to `num_steps`. `role`: 'content' or 'style' keeps only what those configs read from that image (StyleID: the content's Q, the style's
+    K and V); None keeps both."""
     items = list(record) if isinstance(record, (list, tuple)) else [record]
     keys, names = set(), []
     for r in items:
@@ -163,7 +165,7 @@ def record_plan(record, num_steps: int, unet=None) -> RecordPlan:
         elif isinstance(r, InjectionConfig): cfg = r
         else: raise InputError(f"record={r!r} is not known: use 'all', None, a preset name {list(PRESET_TABLE)}, an InjectionConfig "
                                f"or a list of these.")
-        keys |= cache_keys(cfg, num_steps); names.append(cfg.name)
+        keys |= cache_keys(cfg, num_steps, role); names.append(cfg.name)
     return RecordPlan(frozenset(keys), num_steps, "+".join(dict.fromkeys(names)) or "none")
 
 # %% ../nbs/03_inversion.ipynb #a1c0e002
@@ -266,19 +268,21 @@ class SourceTrajectory:
         missing, and the `record=` that covers it."""
         missing = cache_keys(config, self.num_steps, role) - set(self.store.data)
         if not missing: return
-        order = {k: i for i, k in enumerate(KINDS)}
+        order = {p + k: i + j * len(KINDS) for j, p in enumerate(("", "inv_")) for i, k in enumerate(KINDS)}
         spans = {}
         for k in sorted({k for _, _, k in missing}, key=order.get):   # kinds missing at the same layers and steps: said once
             ls = frozenset(l for _, l, kk in missing if kk == k); ss = frozenset(s for s, _, kk in missing if kk == k and s is not None)
             spans.setdefault((ls, ss), []).append(k)
         pl = lambda word, xs: f"{word}{'s' if len(xs) > 1 else ''} {_span(xs)}"
-        what = "; ".join(f"{', '.join(ks)} of {pl('layer', ls)}" + (f" at {pl('step', ss)}" if ss else "") for (ls, ss), ks in spans.items())
+        named = lambda k: k[4:] + " (on the inversion latents)" if k.startswith("inv_") else k
+        what = "; ".join(f"{', '.join(map(named, ks))} of {pl('layer', ls)}" + (f" at {pl('step', ss)}" if ss else "") for (ls, ss), ks in spans.items())
         n, name = self.num_steps, config.name
         preset = name in PRESET_TABLE and config.scaled(n) == InjectionConfig.preset(name, n)
         if name in PRESET_TABLE and not preset: name += " (changed)"
         fix = f"record={name!r}" if preset else "record=<this config> (or a list of every config you will use)"
+        also = ", or record='all' to explore any threshold" if all(k in ("feature", "self_q", "self_k", "cross_q", "cross_k") for _, _, k in missing) else ""
         raise InputError(f"the {role} trajectory (recorded for {self.recorded.name!r}) lacks what config {name!r} reads: {what}; "
-                         f"invert again with {fix}, or record='all' to explore any threshold.")
+                         f"invert again with {fix}{also}.")
 
     def offloaded(self) -> "SourceTrajectory":
         "The same trajectory with the recorded cache in CPU memory, copied to the GPU one step ahead while styling (`OffloadedStore`)."
@@ -340,10 +344,29 @@ def source_pass(unet, scheduler, z_T: torch.Tensor, cond: torch.Tensor, num_step
             traj.append(z)
     return torch.cat(traj)
 
+
+@torch.no_grad()
+def inversion_pass(unet, scheduler, inverted: torch.Tensor, cond: torch.Tensor, plan: RecordPlan, store: FeatureStore,
+                   progress: bool = True):
+    """Evaluate the (LoRA-free) UNet on each inverted latent `inverted[i]` [N, C, h, w] at its sampling timestep with `cond`
+    and record the 'inv_' keys of `plan` into `store`: the source of PnP (pnp-diffusers runs its saved inversion latent in
+    the batch), StyleID (records during inversion) and MasaCtrl (its reference latents), `source_latents='inversion'`.
+    N UNet calls, no DDIM step; nothing is returned."""
+    wanted = RecordPlan(frozenset((s, l, k[4:]) for s, l, k in plan.keys if k.startswith("inv_")), plan.num_steps, plan.name)
+    if not wanted.keys: return
+    sched = ddim_scheduler(scheduler.config); sched.set_timesteps(len(inverted))
+    tmp = FeatureStore()
+    ctl = InjectionController(record=wanted, recorder=tmp)
+    with hooked(unet, ctl):
+        for i, t in enumerate(tqdm(sched.timesteps, desc="inversion-latent pass", disable=not progress, leave=False)):
+            ctl.step = i
+            unet(inverted[i:i + 1].to(unet.dtype), t, encoder_hidden_states=cond)
+    for (s, l, k), x in tmp.data.items(): store.put(s, l, "inv_" + k, x)
+
 # %% ../nbs/03_inversion.ipynb #da46c96f
 def invert(pipe, image, num_inversion_steps: int = 1000, num_steps: int = 50, record="paper",
            cache_dtype: Optional[torch.dtype] = None, offload: bool = False, progress: bool = True,
-           fixed_point_iters: int = 0) -> SourceTrajectory:
+           fixed_point_iters: int = 0, role: Optional[str] = None) -> SourceTrajectory:
     """DDIM-invert `image` and record the source pass: a `SourceTrajectory`.
 
     `record`: what the source pass keeps (`record_plan`); by default exactly what the `paper` preset (`transfer`'s default)
@@ -354,10 +377,14 @@ def invert(pipe, image, num_inversion_steps: int = 1000, num_steps: int = 50, re
     the GPU one step ahead (`OffloadedStore`). `fixed_point_iters`: fixed-point refinement of each inversion step
     (`inversion_step`; 0 = the paper's plain DDIM); it makes each inversion step the exact reverse of a sampling step only
     when the two grids are the same, so use it with `num_inversion_steps == num_steps` (with more inversion than sampling
-    steps the coarser sampling grid's own error remains)."""
+    steps the coarser sampling grid's own error remains). `role`: 'content' or 'style' records only what the configs read
+    from an image in that role (a StyleID style needs K and V, its content Q: about 2/3 and 1/3 of the cache); None both.
+    Configs with `source_latents='inversion'` (PnP, StyleID, MasaCtrl) add one UNet call per step on the inverted latents
+    (`inversion_pass`)."""
     x, orig = prepare_image(image, image_size(pipe), name="content image", multiple=size_multiple(pipe))   # aspect ratio kept
     unet, sched = pipe.unet, pipe.scheduler
-    plan = record_plan(record, check_int_range("num_steps", num_steps, 1, fix="use e.g. 50."), unet)
+    if role not in (None, "content", "style"): raise InputError(f"role={role!r} must be 'content', 'style' or None (both).")
+    plan = record_plan(record, check_int_range("num_steps", num_steps, 1, fix="use e.g. 50."), unet, role)
     from diffstyler.lora import use_adapter  # the source is always the LoRA-free UNet
     t0 = time.perf_counter()
     with use_adapter(unet, None):
@@ -369,6 +396,7 @@ def invert(pipe, image, num_inversion_steps: int = 1000, num_steps: int = 50, re
         t2 = time.perf_counter()
         store = OffloadedStore(dtype=cache_dtype) if offload else FeatureStore(dtype=cache_dtype)
         latents = source_pass(unet, sched, inverted[:1], cond, num_steps, plan, store, progress)
+        inversion_pass(unet, sched, inverted, cond, plan, store, progress)
     t3 = time.perf_counter()
     return SourceTrajectory(sampling_timesteps(sched, num_steps), inverted, latents, store, plan, orig, num_inversion_steps,
                             seconds=dict(encode=t1 - t0, inversion=t2 - t1, source_pass=t3 - t2), fixed_point_iters=fixed_point_iters)
@@ -392,7 +420,7 @@ def cache_bytes(keys, unet_config, latent_hw: Tuple[int, int], text_len: int = 7
     shapes = decoder_shapes(unet_config, latent_hw)
     def numel(layer, kind):
         c, h, w, _ = shapes[layer]
-        return text_len * c if kind == "cross_k" else c * h * w
+        return text_len * c if kind.endswith("cross_k") else c * h * w
     return sum(numel(l, k) for _, l, k in keys) * bytes_per
 
 def prefetch_bytes(keys, unet_config, latent_hw: Tuple[int, int], text_len: int = 77, bytes_per: int = 2) -> int:

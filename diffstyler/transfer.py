@@ -100,6 +100,11 @@ class DiffStyler:
             bad = [l for l in config.attention_layers if l not in self.attention_layers]
             if bad: raise InputError(f"attention_layers {bad} have no attention in this UNet: use layers from "
                                      f"{self.attention_layers[0]}..{self.attention_layers[-1]}.")
+        for r in config.rules:   # the extra rules of other methods' presets, checked like the knobs
+            ok = range(n) if r.kind == "feature" else self.attention_layers
+            bad = [l for l in r.layers if l not in ok]
+            if bad: raise InputError(f"{r.kind} rule layers {bad} " + ("do not exist: this UNet has decoder layers 0.." + str(n - 1) if r.kind == "feature"
+                                     else f"have no attention in this UNet: use {self.attention_layers[0]}..{self.attention_layers[-1]}") + ".")
 
     def _check_style(self, config: InjectionConfig, source: SourceTrajectory, style_source):
         "A config that reads the style's trajectory needs one that matches the content's sampling steps and channels."
@@ -113,6 +118,14 @@ class DiffStyler:
         if style_source.inverted.shape[1] != source.inverted.shape[1]:
             raise InputError("style_source was inverted with another model (its latents have other channels): invert it with this pipeline.")
         style_source.check_covers(config, role="style")
+        if tuple(style_source.inverted.shape[-2:]) != tuple(source.inverted.shape[-2:]):
+            # only K and V taken together may have another number of tokens than Q; everything else is added position by position
+            from_style = {r.kind for r in config.all_rules() if r.source == "style"}
+            aligned = sorted(from_style - {"self_k", "self_v"}) + (["self_k without self_v"] if len(from_style & {"self_k", "self_v"}) == 1 else [])
+            if aligned:
+                raise InputError(f"style_source has {tuple(style_source.inverted.shape[-2:])} latents, the content "
+                                 f"{tuple(source.inverted.shape[-2:])}: {', '.join(aligned)} from the style must match the content's size; "
+                                 f"resize the style image to the content's size before inverting it.")
 
     def _latent_mask(self, mask, source: SourceTrajectory, j: int, mode: str = "soft") -> torch.Tensor:
         "A style's mask at latent size: soft (area resize) or binary (the authors' cv2.resize, any nonzero is in)."
@@ -162,9 +175,10 @@ class DiffStyler:
         so activation memory grows K-fold; False runs one call per style (the same numbers to float round-off; the
         authors' structure).
 
-        style_source: the style image's `SourceTrajectory` (`invert(style_image, record=<the preset>)`, same `num_steps`), for
-        configs whose rules read the style's trajectory or that start from AdaIN of the two inverted latents (`styleid`).
-        Its picture may have another size than the content's: its K and V only need the same channels."""
+        style_source: the style image's `SourceTrajectory` (`invert(style_image, record=<the preset>, role="style")`, same
+        `num_steps`), for configs whose rules read the style's trajectory or that start from AdaIN of the two inverted latents
+        (`styleid`). Its picture may have another size than the content's when the style gives K and V together (StyleID);
+        other style tensors are added position by position and must match (`InputError` otherwise)."""
         t_start = time.perf_counter()
         if not isinstance(source, SourceTrajectory): raise InputError("source must be a SourceTrajectory from DiffStyler.invert().")
         config = (config or InjectionConfig.paper()).scaled(source.num_steps)

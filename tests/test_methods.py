@@ -6,13 +6,12 @@ copies their tensors inside its own attention processors and a conv2 forward hoo
 methods' code computes them. Our presets read the same tensors from the cached source pass instead. Same tiny UNet, same
 start latent (`src.inverted[:1]`): the final latents must agree to 1e-4.
 
-The source rows at step i are the cached source pass's latents, `src.latents[i]` (the LoRA-free UNet's DDIM trajectory
-from the inverted noise), because that is what our cache records. The methods' own code feeds its DDIM-inversion latents
-there instead, `src.inverted[i]`: pnp-diffusers pnp.py `load_source_latents_t` (saved by preprocess.py's inversion),
-MasaCtrl diffuser_utils.py `ref_intermediate_latents[-1 - i]` (from `invert(..., return_intermediates=True)`), StyleID
-run_styleid.py (q, k, v saved in `encode_ddim`'s callback). With those rows the final latents differ by 0.03 to 0.12 on
-this pipeline (50 inversion steps): these tests check the rules (layers, steps, kinds, weights, temperature, AdaIN),
-not which trajectory the source tensors come from.
+The source rows at step i are the DDIM-inversion latents `src.inverted[i]`, as in the methods' own code: pnp-diffusers
+pnp.py `load_source_latents_t` (saved by preprocess.py's inversion), MasaCtrl diffuser_utils.py
+`ref_intermediate_latents[-1 - i]` (from `invert(..., return_intermediates=True)`), StyleID run_styleid.py (q, k, v saved
+in `encode_ddim`'s callback). Our presets say so with `source_latents='inversion'`: the cache holds what the UNet computes
+on those latents (`inversion_pass`), not on the reconstruction (DiffStyler's source pass). The two differ by 0.03 to 0.12 in
+the final latents on this pipeline (50 inversion steps), so these tests also pin which trajectory the tensors come from.
 """
 import numpy as np
 import pytest
@@ -114,7 +113,7 @@ def test_pnp_matches_its_loop(setup):
     prompt = "a red square, checker style"
     ours = styler.transfer(src, prompt=prompt, config=InjectionConfig.preset("pnp", N), progress=False).latents
     neg = "ugly, blurry, black, low res, unrealistic"
-    ref = run_reference(styler, lambda i: src.latents[i:i + 1], ["", neg, prompt], src.inverted[:1], pnp_edit, range(4, 12), 7.5,
+    ref = run_reference(styler, lambda i: src.inverted[i:i + 1], ["", neg, prompt], src.inverted[:1], pnp_edit, range(4, 12), 7.5,
                         feature_until=int(0.8 * N))
     assert (ours - ref).abs().max() < 1e-4
     plain = styler.transfer(src, prompt=prompt, config=InjectionConfig(feature_steps=0, attention_steps=0), progress=False).latents
@@ -125,7 +124,7 @@ def test_masactrl_matches_its_loop(setup):
     styler, src, _ = setup
     prompt = "a red square, checker style"
     ours = styler.transfer(src, prompt=prompt, config=InjectionConfig.preset("masactrl", N), progress=False).latents
-    ref = run_reference(styler, lambda i: src.latents[i:i + 1], ["", "", prompt], src.inverted[:1], masactrl_edit, range(6, 12), 7.5)
+    ref = run_reference(styler, lambda i: src.inverted[i:i + 1], ["", "", prompt], src.inverted[:1], masactrl_edit, range(6, 12), 7.5)
     assert (ours - ref).abs().max() < 1e-4
 
 
@@ -134,15 +133,18 @@ def test_styleid_matches_its_loop(setup):
     ours = styler.transfer(src, config=InjectionConfig.preset("styleid", N), style_source=sty, progress=False).latents
     zc, zs = src.inverted[:1], sty.inverted[:1]   # AdaIN, per channel over the spatial dims (run_styleid.py)
     z0 = (zc - zc.mean((2, 3), keepdim=True)) / zc.std((2, 3), keepdim=True) * zs.std((2, 3), keepdim=True) + zs.mean((2, 3), keepdim=True)
-    ref = run_reference(styler, lambda i: torch.cat([src.latents[i:i + 1], sty.latents[i:i + 1]]), ["", "", ""], z0, styleid_edit,
+    ref = run_reference(styler, lambda i: torch.cat([src.inverted[i:i + 1], sty.inverted[i:i + 1]]), ["", "", ""], z0, styleid_edit,
                         range(6, 12), 1.0, temperature=lambda s: 1.5)
     assert (ours - ref).abs().max() < 1e-4
 
 
 def test_styleid_with_full_query_preservation_is_the_reconstruction(setup):
-    "gamma = 1 and no K/V injection (and no AdaIN): the output's Q is the content's own, so the pass is plain DDIM."
+    """gamma = 1 and no K/V injection (no AdaIN, T = 1): the output's Q is the content's own, so the pass is plain DDIM. Exactly
+    so with Q from our source pass (the reconstruction); StyleID's preset takes it from the inversion latents, which equal the
+    reconstruction's only as far as the inversion is exact."""
     styler, src, sty = setup
-    cfg = InjectionConfig.preset("styleid", N).replace(adain_init=False, rules=(Rule("self_q", tuple(range(6, 12)), 0, N, weight=1.0),))
+    cfg = InjectionConfig.preset("styleid", N).replace(adain_init=False, attention_temperature=1.0, source_latents="reconstruction",
+                                                       rules=(Rule("self_q", tuple(range(6, 12)), 0, N, weight=1.0),))
     out = styler.transfer(src, config=cfg, style_source=sty, progress=False).latents
     assert (out - src.latents[-1:]).abs().max() < 1e-4
 
@@ -159,13 +161,14 @@ def test_each_preset_touches_exactly_its_rules(setup, name):
     touched = set()
     for (s, l, kind), x in used.items():
         r = cfg.rule(kind, l, 0 if s is None else s)
-        same = {o: (s, l, kind) in d and torch.allclose(x, d[(s, l, kind)].expand_as(x), atol=1e-6) for o, d in stores.items()}
+        key = ds.FeatureStore.key(s, l, cfg.cache_kind(kind))   # inversion-latent presets cache 'inv_' kinds
+        same = {o: key in d and torch.allclose(x, d[key].expand_as(x), atol=1e-6) for o, d in stores.items()}
         if r is not None and r.weight == 1:
             assert same[r.source], (name, s, l, kind)
-            touched.add((s, l, kind))
+            touched.add(key)
         else:
             assert not same["content"] and not same["style"], (name, s, l, kind)
-            if r is not None: touched.add((s, l, kind))   # blended: not the source's (its weights are checked by the loops above)
+            if r is not None: touched.add(key)   # blended: not the source's (its weights are checked by the loops above)
     assert touched == set(cache_keys(cfg, N))   # every key the preset reads, and nothing else, was injected
 
 
@@ -201,3 +204,36 @@ def test_a_style_picture_of_another_size_works(setup):
     assert sty.inverted.shape[-1] == 2 * src.inverted.shape[-1]
     out = styler.transfer(src, config=InjectionConfig.preset("styleid", N), style_source=sty, progress=False)
     assert out.latents.shape == src.latents[-1:].shape and torch.isfinite(out.latents).all()
+
+
+def test_rules_are_checked_against_the_unet_and_the_style_size(setup):
+    styler, src, sty = setup
+    bad = InjectionConfig(feature_steps=0, attention_steps=0, num_steps=N, rules=(Rule("self_k", (1,), 0, 5),))
+    with pytest.raises(ds.InputError, match=r"self_k rule layers \[1\] have no attention in this UNet: use 3..11"):
+        styler.transfer(src, config=bad, progress=False)
+    wide = Image.fromarray(np.kron(np.random.default_rng(9).integers(0, 255, (8, 16, 3)), np.ones((8, 8, 1))).astype(np.uint8))
+    wsty = styler.invert(wide, N, N, record="styleid", role="style", progress=False)
+    half = InjectionConfig.preset("styleid", N).replace(rules=(Rule("self_k", tuple(range(6, 12)), 0, N, "style"),))
+    with pytest.raises(ds.InputError, match="self_k without self_v from the style must match the content's size"):
+        styler.transfer(src, config=half, style_source=wsty, progress=False)
+
+
+def test_roles_keep_only_what_each_image_gives(setup):
+    "A StyleID style needs only its K and V, a content only its Q: `role=` records about 2/3 and 1/3 of the union."
+    styler, src, _ = setup
+    img = Image.new("RGB", (64, 64), "gray")
+    kinds = lambda t: {k for _, _, k in t.store.data}
+    assert kinds(styler.invert(img, N, N, record="styleid", role="style", progress=False)) == {"inv_self_k", "inv_self_v"}
+    assert kinds(styler.invert(img, N, N, record="styleid", role="content", progress=False)) == {"inv_self_q"}
+    with pytest.raises(ds.InputError, match="role='both'"):
+        styler.invert(img, N, N, record="styleid", role="both", progress=False)
+
+
+def test_temperature_only_in_self_attention_where_q_or_k_is_injected():
+    with pytest.raises(ds.InputError, match="attention_temperature needs source='base'"):
+        InjectionConfig.official(attention_temperature=1.5)
+    ctl = ds.InjectionController(inject=InjectionConfig.paper(attention_temperature=2.0), source=ds.FeatureStore())
+    ctl.step = 0
+    assert ctl.attention_scale("self", 4, 16) == 2.0 / 4 and ctl.attention_scale("cross", 4, 16) is None
+    ctl.step = 40   # past the paper's 25 attention steps: nothing injected, nothing tempered
+    assert ctl.attention_scale("self", 4, 16) is None
