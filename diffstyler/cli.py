@@ -27,7 +27,7 @@ def cmd_train_lora(args) -> Path:
 
 def cmd_invert(args) -> Path:
     return invert_job(args.content_image, args.out, args.model, inversion_steps=args.inversion_steps, steps=args.steps,
-                      record=args.record, overwrite=args.overwrite, device=args.device, progress=_progress(args))
+                      record=args.record, overwrite=args.overwrite, device=args.device, progress=_progress(args), role=args.role)
 
 def cmd_transfer(args) -> Path:
     return transfer_job(args.content, args.lora, args.out, masks=args.mask, prompts=args.prompt, preset=args.preset,
@@ -128,7 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inversion-steps", type=int, default=1000); p.add_argument("--steps", type=int, default=50)
     p.add_argument("--record", nargs="+", choices=("all",) + tuple(PRESETS), default="all", metavar="NAME",
                    help=f"what the source pass keeps: all (any later thresholds of DiffStyler's presets) or presets, several for their union; "
-                        f"a style image for styleid: --record styleid (choices: all, {', '.join(PRESETS)})")
+                        f"a style image for styleid: --record styleid --role style (choices: all, {', '.join(PRESETS)})")
+    p.add_argument("--role", choices=("content", "style"), default=None,
+                   help="keep only what the presets read from a content or from a style image (default: both)")
     _common(p); p.set_defaults(func=cmd_invert)
     p = sub.add_parser("transfer", help="style a content image (or a saved trajectory) with one or more LoRAs, a prompt or a style image",
                        description="Cross-LoRA feature and attention injection: global with one --lora, or one --mask per --lora. "

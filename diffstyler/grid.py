@@ -173,7 +173,7 @@ def invert_style(spec: dict, style: str, device=None, progress: bool = False) ->
     path.parent.mkdir(parents=True, exist_ok=True)
     readers = [p for p in PRESETS if _runs().reads_style(p)]
     _runs().invert_job(spec["styles"][style], path, spec["model"], inversion_steps=spec["inversion_steps"], steps=spec["steps"],
-                       record=readers, overwrite=True, device=device, progress=progress)   # overwrite: a sidecar left by an interrupted run
+                       record=readers, overwrite=True, device=device, progress=progress, role="style")   # overwrite: a sidecar left by an interrupted run
     return path
 
 def make_evaluator(spec: dict, device=None):

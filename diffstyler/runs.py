@@ -345,11 +345,11 @@ def run_plan(p: dict, cache: Optional[dict] = None, progress: bool = True, devic
         try: source.check_covers(cfg)
         except InputError as e: raise InputError(_fix_words(e, p["preset"], cfg)) from None   # said as `diffstyler invert`'s option
     inv = p.get("inversion_steps") or (source.num_inversion_steps if p["source"] is not None else 1000)
-    def inverted(image, record: List[InjectionConfig]):
+    def inverted(image, record: List[InjectionConfig], role: str = "content"):
         "`image` DDIM-inverted once per cache for what `record` reads (the official presets' in-batch source reads nothing)."
         record = [c for c in record if c.source == "base"] or None
-        key = ("invert", model, _abs(image), inv, steps, json.dumps(record and [c.to_dict() for c in record], sort_keys=True))
-        if key not in cache: cache[key] = ds.invert(str(image), inv, steps, record=record, progress=progress)
+        key = ("invert", model, _abs(image), inv, steps, role, json.dumps(record and [c.to_dict() for c in record], sort_keys=True))
+        if key not in cache: cache[key] = ds.invert(str(image), inv, steps, record=record, progress=progress, role=role)
         return cache[key]
     if p["source"] is None:
         small_model_notice(ds.pipe, p["content"], model)
@@ -361,7 +361,7 @@ def run_plan(p: dict, cache: Optional[dict] = None, progress: bool = True, devic
         except InputError as e: raise InputError(f"--style-source '{p['style_source']}': " + _fix_words(e, p["preset"], cfg, "style")) from None
     elif p.get("style_image") is not None:
         small_model_notice(ds.pipe, p["style_image"], model)
-        style_source = inverted(p["style_image"], [cfg])   # the content's inversion and sampling steps, as StyleID inverts both alike
+        style_source = inverted(p["style_image"], [cfg], role="style")   # only what the style gives (StyleID: K and V)   # the content's inversion and sampling steps, as StyleID inverts both alike
     # the style: LoRAs (loaded once per file, checked against this UNet first), or the base UNet with the prompt (pnp,
     # masactrl) or with the style's trajectory (styleid)
     styles, names = [], []
@@ -649,10 +649,12 @@ def train_lora_job(style_image, prompt: str, out, model: Optional[str] = None, r
     return lora.path
 
 def invert_job(content_image, out, model: Optional[str] = None, inversion_steps: int = 1000, steps: int = 50, record="all",
-               overwrite: bool = False, device=None, progress: bool = True) -> Path:
+               overwrite: bool = False, device=None, progress: bool = True, role: Optional[str] = None) -> Path:
     """DDIM-invert `content_image` and save its source trajectory to `out` (.safetensors) with its config (`diffstyler invert`).
     `record`: 'all' (DiffStyler's kinds at every layer and step), a preset name, or a list of these (their union). A style
-    image is inverted the same way: `record='styleid'` keeps the self-attention K and V that StyleID reads from it."""
+    image is inverted the same way: `record='styleid'` keeps the self-attention K and V that StyleID reads from it, and the
+    content's Q unless `role='style'` (`--role style`) keeps only what a style gives."""
+    if role not in (None, "content", "style"): raise InputError(f"--role {role!r} must be 'content' or 'style' (or not given: both).")
     load_image(content_image, name="content image")
     steps = check_int_range("--steps", steps, 1, MAX_STEPS, STEPS_FIX)
     inv = check_int_range("--inversion-steps", inversion_steps, 1, 1000, "the paper uses 1000.")
@@ -669,10 +671,10 @@ def invert_job(content_image, out, model: Optional[str] = None, inversion_steps:
     ds = DiffStyler(get_pipeline(model, device))
     small_model_notice(ds.pipe, content_image, model)
     rec = [r if r == "all" else InjectionConfig.preset(r, steps) for r in recs]
-    src = ds.invert(content_image, inv, steps, record=rec, progress=progress)
+    src = ds.invert(content_image, inv, steps, record=rec, progress=progress, role=role)
     src.save(out, overwrite=overwrite)
     write_config(out, dict(command="invert", model=model or "toy", content=_abs(content_image), n_timesteps=steps,
-                           inversion_steps=inv, record=record, output_path=_abs(out),
+                           inversion_steps=inv, record=record, role=role, output_path=_abs(out),
                            seconds=round(time.perf_counter() - t0, 2)), overwrite=overwrite)
     return out
 

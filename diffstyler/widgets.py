@@ -151,7 +151,7 @@ class InjectionExplorer(_Renderer):
             self.feature.value = bool(cfg.feature_layers) and cfg.feature_steps > 0
             self.self_attention.value, self.cross_attention.value = cfg.self_attention, cfg.cross_attention
             self.rules.value = "<small>rules of the preset: " + "; ".join(
-                f"{r.kind} layers {r.layers[0]}-{r.layers[-1]} steps {r.start}-{r.stop} from the {r.source}" + (f" x{r.weight:g}" if r.weight != 1 else "")
+                f"{r.kind} layers {r.layers[0]}-{r.layers[-1]} steps {r.start}-{r.stop - 1} from the {r.source}" + (f" x{r.weight:g}" if r.weight != 1 else "")
                 for r in cfg.rules) + "</small>" if cfg.rules else ""
         finally: self._holding = False
 

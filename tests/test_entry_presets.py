@@ -129,6 +129,12 @@ def test_invert_records_the_new_presets(ws, tmp_path, capsys):
     assert call(capsys, "transfer", out, "--preset", "masactrl", "--prompt", PROMPT, *TINY, "--out", tmp_path/"a.png")[0] == 0
     assert call(capsys, "transfer", ws/"content.png", "--preset", "masactrl", "--prompt", PROMPT, *TINY, *FAST, "--out", tmp_path/"b.png")[0] == 0
     assert np.abs(pixels(tmp_path/"a.png") - pixels(tmp_path/"b.png")).max() <= 1
+    # --role style keeps only what a style gives StyleID (its K and V, on the inversion latents), and still serves it
+    slim = tmp_path/"slim.safetensors"
+    assert call(capsys, "invert", ws/"style.png", "--record", "styleid", "--role", "style", "--out", slim, *FAST, *TINY)[0] == 0
+    slim_src = SourceTrajectory.load(slim)
+    assert {k for _, _, k in slim_src.store.data} == {"inv_self_k", "inv_self_v"} and slim_src.store.nbytes < sty.store.nbytes
+    slim_src.check_covers(InjectionConfig.preset("styleid", STEPS), role="style")
 
 
 T = lambda w, preset, *a: ["transfer", w/"content.png", "--preset", preset, *a, *TINY, *FAST, "--out", w/"bad.png"]
