@@ -4,7 +4,8 @@
 
 # %% ../../nbs/08b_toy_metrics.ipynb #c08756c0
 from __future__ import annotations
-import math
+import json, math
+from pathlib import Path
 from typing import Optional
 import numpy as np
 import torch
@@ -14,8 +15,9 @@ from ..core import InputError
 from .world import COLORS
 
 # %% auto #0
-__all__ = ['object_mask', 'content_iou', 'colour_histogram', 'style_components', 'style_distance', 'outside_mask_change', 'psnr',
-           'classify_shape', 'classify_colour', 'classify_background']
+__all__ = ['STYLE_CLASSIFIER_FILE', 'object_mask', 'content_iou', 'colour_histogram', 'style_components', 'style_distance',
+           'outside_mask_change', 'psnr', 'classify_shape', 'classify_colour', 'classify_background', 'StyleNet',
+           'load_style_classifier', 'style_probabilities', 'classify_style']
 
 # %% ../../nbs/08b_toy_metrics.ipynb #9b46b08b
 def _to_array(image) -> np.ndarray:
@@ -154,3 +156,74 @@ def classify_background(image) -> str:
     lum = a.mean(-1)[~m] if (~m).sum() > 0 else a.mean(-1).ravel()
     p10, p90 = np.percentile(lum, [10, 90])
     return "white" if p90 > 185 else "black" if p10 < 50 else "gray"
+
+# %% ../../nbs/08b_toy_metrics.ipynb #855b336d
+import diffstyler
+from .world import STYLES
+STYLE_CLASSIFIER_FILE = Path(diffstyler.__file__).parent / "assets" / "toy" / "style_classifier.safetensors"
+
+class StyleNet(torch.nn.Module):
+    """A small CNN that names the style of a 64x64 RGB picture ([B,3,64,64] in [-1,1] -> logits [B,6], in `STYLES` order).
+
+    The first layer is a 4x4, stride-4 convolution: it reads each 4x4 patch (the toy VAE's latent pixel), where the
+    textures' edges live; a 3x3 layer on the 16x16 patch grid sees patterns across patches (a 16-px texture period,
+    an outline's dark ring); average and max pooling over the picture make it indifferent to where the objects are,
+    and a linear layer scores the six styles. About 11k parameters (45 KB). Written here, not taken from a library,
+    because no library ships a classifier for this world; the design follows the prototype in scripts/toy2/world.py."""
+    def __init__(self, n_styles: int = len(STYLES), width: int = 32):
+        super().__init__()
+        self.patch = torch.nn.Conv2d(3, width, 4, 4)
+        self.conv = torch.nn.Conv2d(width, width, 3, padding=1)
+        self.head = torch.nn.Linear(2 * width, n_styles)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.conv(F.relu(self.patch(x))))
+        return self.head(torch.cat([h.mean((2, 3)), h.amax((2, 3))], 1))
+
+_CLASSIFIER = {}
+def load_style_classifier(path=None) -> StyleNet:
+    """The frozen style classifier from `path` (default: the shipped `STYLE_CLASSIFIER_FILE`), loaded once per path.
+    Raises InputError if the file is missing, damaged or made for other styles (train it with scripts/train_style_classifier.py)."""
+    path = Path(path or STYLE_CLASSIFIER_FILE)
+    key = str(path.resolve())
+    if key not in _CLASSIFIER:
+        from safetensors import safe_open
+        fix = "reinstall diffstyler or run `python scripts/train_style_classifier.py`"
+        if not path.is_file(): raise InputError(f"style classifier {path} is missing: {fix}.")
+        try:
+            with safe_open(str(path), "pt") as f:
+                styles = json.loads((f.metadata() or {}).get("styles", "null"))
+                state = {k: f.get_tensor(k) for k in f.keys()}
+            net = StyleNet()
+            net.load_state_dict(state)
+        except Exception as e:
+            raise InputError(f"style classifier {path} is damaged ({type(e).__name__}): {fix}.") from None
+        if styles != list(STYLES): raise InputError(f"style classifier {path} names styles {styles}, not {list(STYLES)}: {fix}.")
+        _CLASSIFIER[key] = net.float().eval().requires_grad_(False)
+    return _CLASSIFIER[key]
+
+def _style_batch(images) -> torch.Tensor:
+    "One image or a list (PIL, uint8/float arrays [H,W,3], tensors [3,H,W] or [N,3,H,W] in [-1,1]) -> [N,3,64,64] in [-1,1]."
+    if isinstance(images, torch.Tensor) and images.ndim == 4: images = list(images)
+    elif isinstance(images, (Image.Image, torch.Tensor)) or (isinstance(images, np.ndarray) and images.ndim == 3): images = [images]
+    if len(images) == 0: raise InputError("images is empty: pass one picture or a list of pictures.")
+    out = []
+    for im in images:
+        a = np.clip(_to_array(im), 0, 255).round().astype(np.uint8)
+        if a.shape[:2] != (64, 64):
+            # BOX averages each pixel's footprint (textures scale with the picture size, so 128 px -> 64 px gives the 64-px look)
+            big = a.shape[0] > 64 or a.shape[1] > 64
+            a = np.asarray(Image.fromarray(a).resize((64, 64), Image.BOX if big else Image.BILINEAR))
+        out.append(a)
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+@torch.no_grad()
+def style_probabilities(images, path=None) -> np.ndarray:
+    """Probabilities [N, 6] (rows sum to 1, columns in `STYLES` order) that each picture is drawn in each style.
+    `images`: one picture or a list (PIL, RGB arrays [H,W,3] uint8 0..255, tensors [3,H,W] / [N,3,H,W] in [-1,1]), any
+    size (resized to 64x64). `path`: another classifier file (default: the shipped one)."""
+    net = load_style_classifier(path)
+    return torch.softmax(net(_style_batch(images)), 1).numpy()
+
+def classify_style(images, path=None) -> list:
+    "The most probable style name of each picture (a list of N names from `STYLES`); inputs as `style_probabilities`."
+    return [STYLES[i] for i in style_probabilities(images, path).argmax(1)]
