@@ -6,9 +6,10 @@
 __all__ = ['SHAPES', 'COLORS', 'BACKGROUNDS', 'STYLES', 'HELD_OUT_STYLES', 'TRAIN_STYLES', 'TOY_WORDS', 'shape_mask',
            'caption_for', 'ToyShapes', 'render_scene', 'object_mask', 'content_iou', 'colour_histogram',
            'style_components', 'style_distance', 'outside_mask_change', 'psnr', 'classify_shape', 'classify_colour',
-           'classify_background', 'TOY_DIR', 'toy_unet_config', 'PatchVAE', 'toy_vae', 'toy_tokenizer',
-           'toy_text_encoder', 'build_toy_pipeline', 'save_toy_pipeline', 'load_toy_pipeline', 'train_toy', 'BARS',
-           'STYLE_BARS', 'TOY_LORA', 'vae_psnr', 'ddim_roundtrip', 'toy_eval', 'toy_style_eval']
+           'classify_background', 'StyleNet', 'STYLE_CLASSIFIER_FILE', 'load_style_classifier', 'style_probabilities',
+           'classify_style', 'TOY_DIR', 'toy_unet_config', 'PatchVAE', 'toy_vae', 'toy_tokenizer', 'toy_text_encoder',
+           'build_toy_pipeline', 'save_toy_pipeline', 'load_toy_pipeline', 'train_toy', 'BARS', 'STYLE_BARS',
+           'TOY_LORA', 'vae_psnr', 'ddim_roundtrip', 'toy_eval', 'toy_style_eval']
 
 # %% ../../nbs/08_toy.ipynb #2aedab8a
 import argparse
@@ -21,7 +22,8 @@ from .world import (
     ToyShapes, render_scene, _texture)
 from .metrics import (
     object_mask, content_iou, colour_histogram, style_components, style_distance, outside_mask_change, psnr,
-    classify_shape, classify_colour, classify_background, _to_array)
+    classify_shape, classify_colour, classify_background, StyleNet, STYLE_CLASSIFIER_FILE, load_style_classifier,
+    style_probabilities, classify_style, _to_array)
 from .model import (
     TOY_DIR, toy_unet_config, PatchVAE, toy_vae, toy_tokenizer, toy_text_encoder, build_toy_pipeline,
     save_toy_pipeline, load_toy_pipeline)
@@ -32,7 +34,8 @@ from .evaluation import BARS, STYLE_BARS, TOY_LORA, vae_psnr, ddim_roundtrip, to
 _all_ = ["SHAPES", "COLORS", "BACKGROUNDS", "STYLES", "HELD_OUT_STYLES", "TRAIN_STYLES", "TOY_WORDS", "shape_mask",
          "caption_for", "ToyShapes", "render_scene",
          "object_mask", "content_iou", "colour_histogram", "style_components", "style_distance", "outside_mask_change",
-         "psnr", "classify_shape", "classify_colour", "classify_background",
+         "psnr", "classify_shape", "classify_colour", "classify_background", "StyleNet", "STYLE_CLASSIFIER_FILE",
+         "load_style_classifier", "style_probabilities", "classify_style",
          "TOY_DIR", "toy_unet_config", "PatchVAE", "toy_vae", "toy_tokenizer", "toy_text_encoder", "build_toy_pipeline",
          "save_toy_pipeline", "load_toy_pipeline",
          "train_toy",

@@ -157,7 +157,7 @@ def classify_background(image) -> str:
     p10, p90 = np.percentile(lum, [10, 90])
     return "white" if p90 > 185 else "black" if p10 < 50 else "gray"
 
-# %% ../../nbs/08b_toy_metrics.ipynb #855b336d
+# %% ../../nbs/08b_toy_metrics.ipynb #3c71f1ed
 import diffstyler
 from .world import STYLES
 STYLE_CLASSIFIER_FILE = Path(diffstyler.__file__).parent / "assets" / "toy" / "style_classifier.safetensors"
