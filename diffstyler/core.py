@@ -281,9 +281,9 @@ class Rule:
         if timestep is None: raise InputError("a blended rule (blend_t) needs the current timestep: set controller.timestep in the sampling loop.")
         return self.weight * min(1.0, float(timestep) / self.blend_t)
 
-    def scaled(self, num_steps: int, new_steps: int, literal: bool = False) -> "Rule":
-        "The rule for `new_steps` sampling steps: start and stop scaled and rounded, or (literal) capped."
-        s = (lambda v: min(v, new_steps)) if literal else (lambda v: int(round(v * new_steps / num_steps)))
+    def scaled(self, num_steps: int, new_steps: int) -> "Rule":
+        "The rule for `new_steps` sampling steps instead of `num_steps`: start and stop scaled and rounded (a literal config caps them instead)."
+        s = lambda v: int(round(v * new_steps / num_steps))
         return dataclasses.replace(self, start=s(self.start), stop=s(self.stop))
 
 @dataclass
@@ -444,25 +444,23 @@ _AUTHORS = dict(feature_layers=(4,), feature_steps=30, attention_layers=tuple(ra
                 fusion="noise", base_steps=50, guidance_scale=10.5, negative_prompt=OFFICIAL_NEGATIVE, literal_steps=True, source_latents="inversion",
                 mask_mode="binary")
 # name: (fields over the defaults, source). One line each; DESIGN.md section 2 has the long form.
+_LAYERS_6_11 = tuple(range(6, 12))   # StyleID's output blocks 6-11; MasaCtrl's transformer blocks 10-15
 PRESET_TABLE = {
     "paper": (dict(), "paper Sec. 4.1 (arXiv 2403.18461): features 4-11 for 30/50 steps, SA+CA Q/K 3-11 for 25/50, base-UNet source, latent fusion eq. 6"),
     "official": (dict(_AUTHORS, cross_attention=False, qk_blend_t=500), "lishaoxu1994/DiffStyler 6f1165d (2025-12-16) pnp_utils_combine.py + diffstyler.py: attn1 Q/K blended r=min(1, 2t/1000)"),
     "official_2024": (dict(_AUTHORS, cross_attention=True), "lishaoxu1994/DiffStyler 364f8f0 (2024-04-12) pnp_utils_combine.py + diffstyler.py: attn1+attn2 Q/K replaced"),
-}
-# Other methods of the family, run through the same controller and cache (chapter 14); none trains a LoRA.
-_STYLEID_LAYERS = tuple(range(6, 12))
-PRESET_TABLE.update({
+    # other methods of the family, through the same controller and cache (chapter 14); none trains a LoRA
     "pnp": (dict(feature_layers=(4,), feature_steps=40, attention_layers=tuple(range(4, 12)), attention_steps=25, cross_attention=False,
                  negative_prompt=OFFICIAL_NEGATIVE, style_by="prompt", source_latents="inversion"),
             "Plug-and-Play (Tumanyan et al. CVPR 2023), MichalGeyer/pnp-diffusers pnp.py + pnp_utils.py: decoder layer 4 feature for int(0.8*50)=40 steps, self-attention Q/K 4-11 for int(0.5*50)=25, from the UNet on the saved inversion latents, guidance 7.5"),
     "styleid": (dict(feature_steps=0, attention_steps=0, self_attention=False, cross_attention=False, guidance_scale=1.0,
                      attention_temperature=1.5, adain_init=True, style_by="image", source_latents="inversion",
-                     rules=(Rule("self_q", _STYLEID_LAYERS, 0, 50, "content", weight=0.75),   # query preservation, gamma = 0.75
-                            Rule("self_k", _STYLEID_LAYERS, 0, 50, "style"), Rule("self_v", _STYLEID_LAYERS, 0, 50, "style"))),
+                     rules=(Rule("self_q", _LAYERS_6_11, 0, 50, "content", weight=0.75),   # query preservation, gamma = 0.75
+                            Rule("self_k", _LAYERS_6_11, 0, 50, "style"), Rule("self_v", _LAYERS_6_11, 0, 50, "style"))),
                 "StyleID (Chung et al. CVPR 2024), jiwoogit/StyleID run_styleid.py + ldm attention.py: style K, V and gamma=0.75 content Q (both recorded on the inversion latents) in self-attention 6-11 at every step, T=1.5, AdaIN start, no text guidance; their code skips the first of 50 steps (start_step=49), we do not"),
     "masactrl": (dict(feature_steps=0, attention_steps=0, self_attention=False, cross_attention=False, style_by="prompt",
                       source_latents="inversion", literal_steps=True,   # its start_step=4 is a count of steps, whatever their number
-                      rules=(Rule("self_k", _STYLEID_LAYERS, 4, 50), Rule("self_v", _STYLEID_LAYERS, 4, 50))),
+                      rules=(Rule("self_k", _LAYERS_6_11, 4, 50), Rule("self_v", _LAYERS_6_11, 4, 50))),
                  "MasaCtrl (Cao et al. ICCV 2023), TencentARC/MasaCtrl masactrl.py + diffuser_utils.py: mutual self-attention, K, V of the source (on its inversion latents) in self-attention 6-11 (its blocks 10-15) from step 4 on, guidance 7.5"),
-})
+}
 PRESETS = tuple(PRESET_TABLE)
