@@ -2,8 +2,7 @@
 """Train the toy world's frozen style classifier (`diffstyler.toy.metrics.StyleNet`) and ship its weights.
 
 Training data: random scenes of every style in `STYLES` (held-out ones included), half from `render_scene` (random
-shapes, colours, backgrounds and seeds, textures anchored to the image grid), half from `ToyShapes` (random texture
-phase), each passed through the toy model's VAE (encode, then decode: what a transfer's output looks like), with mild
+shapes, colours, backgrounds and placement seeds), half from `ToyShapes` (random layouts), each passed through the toy model's VAE (encode, then decode: what a transfer's output looks like), with mild
 augmentation (pixel noise, a global brightness shift, a light blur). Fixed seeds. Prints the per-style accuracy on
 fresh held-out renders (through the VAE) and the training time, then writes the weights (safetensors, with the styles,
 the accuracy and the recipe in its metadata) atomically.
@@ -31,7 +30,7 @@ def random_render(rng: np.random.Generator, style: str) -> np.ndarray:
     return np.asarray(img)
 
 
-def render_set(seed: int, per_style: int):
+def style_set(seed: int, per_style: int):
     "`per_style` pictures of each style (half render_scene, half ToyShapes) -> uint8 [N,64,64,3], labels [N]."
     rng = np.random.default_rng(seed)
     imgs, labels = [], []
@@ -80,9 +79,9 @@ def main(argv=None):
     torch.set_num_threads(a.threads)
     t0 = time.time()
     vae = load_toy_pipeline().vae
-    imgs, y = render_set(a.seed, a.per_style)
+    imgs, y = style_set(a.seed, a.per_style)
     x = through_vae(vae, imgs)
-    timgs, ty = render_set(a.seed + 1000, a.test_per_style)  # fresh scenes: other seeds, other placements
+    timgs, ty = style_set(a.seed + 1000, a.test_per_style)  # fresh scenes: other seeds, other placements
     tx = through_vae(vae, timgs)
     t_data = time.time() - t0
     print(f"{len(x)} training and {len(tx)} held-out pictures rendered and passed through the VAE in {t_data:.0f} s", flush=True)

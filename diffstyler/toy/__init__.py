@@ -4,12 +4,13 @@
 
 # %% auto #0
 __all__ = ['SHAPES', 'COLORS', 'BACKGROUNDS', 'STYLES', 'HELD_OUT_STYLES', 'TRAIN_STYLES', 'TOY_WORDS', 'shape_mask',
-           'caption_for', 'ToyShapes', 'render_scene', 'object_mask', 'content_iou', 'colour_histogram',
-           'style_components', 'style_distance', 'outside_mask_change', 'psnr', 'classify_shape', 'classify_colour',
-           'classify_background', 'StyleNet', 'STYLE_CLASSIFIER_FILE', 'load_style_classifier', 'style_probabilities',
-           'classify_style', 'TOY_DIR', 'toy_unet_config', 'PatchVAE', 'toy_vae', 'toy_tokenizer', 'toy_text_encoder',
-           'build_toy_pipeline', 'save_toy_pipeline', 'load_toy_pipeline', 'train_toy', 'BARS', 'STYLE_BARS',
-           'TOY_LORA', 'vae_psnr', 'ddim_roundtrip', 'toy_eval', 'toy_style_eval']
+           'caption_for', 'sample_layout', 'render_layout', 'layout_caption', 'to_tensor', 'render_set', 'ToyShapes',
+           'render_scene', 'object_mask', 'content_iou', 'colour_histogram', 'style_components', 'style_distance',
+           'outside_mask_change', 'psnr', 'classify_shape', 'classify_colour', 'classify_background', 'StyleNet',
+           'STYLE_CLASSIFIER_FILE', 'load_style_classifier', 'style_probabilities', 'classify_style', 'texture_scores',
+           'TOY_DIR', 'toy_unet_config', 'PatchVAE', 'toy_vae', 'shifted_scheduler', 'toy_tokenizer',
+           'toy_text_encoder', 'build_toy_pipeline', 'save_toy_pipeline', 'load_toy_pipeline', 'train_toy', 'BARS',
+           'STYLE_BARS', 'TOY_LORA', 'vae_psnr', 'ddim_roundtrip', 'toy_eval', 'toy_style_eval']
 
 # %% ../../nbs/08_toy.ipynb #2aedab8a
 import argparse
@@ -19,24 +20,24 @@ import torch
 from diffusers import ModelMixin
 from .world import (
     SHAPES, COLORS, BACKGROUNDS, STYLES, HELD_OUT_STYLES, TRAIN_STYLES, TOY_WORDS, shape_mask, caption_for,
-    ToyShapes, render_scene, _texture)
+    sample_layout, render_layout, layout_caption, to_tensor, render_set, ToyShapes, render_scene, _texture)
 from .metrics import (
     object_mask, content_iou, colour_histogram, style_components, style_distance, outside_mask_change, psnr,
     classify_shape, classify_colour, classify_background, StyleNet, STYLE_CLASSIFIER_FILE, load_style_classifier,
-    style_probabilities, classify_style, _to_array)
+    style_probabilities, classify_style, texture_scores, _to_array)
 from .model import (
-    TOY_DIR, toy_unet_config, PatchVAE, toy_vae, toy_tokenizer, toy_text_encoder, build_toy_pipeline,
+    TOY_DIR, toy_unet_config, PatchVAE, toy_vae, shifted_scheduler, toy_tokenizer, toy_text_encoder, build_toy_pipeline,
     save_toy_pipeline, load_toy_pipeline)
 from .training import train_toy
 from .evaluation import BARS, STYLE_BARS, TOY_LORA, vae_psnr, ddim_roundtrip, toy_eval, toy_style_eval
 # (`_texture` and `_to_array` are private, re-exported because tests and scripts import them from here)
 # `from diffstyler.toy import *` gives every part's public names (nbdev adds `_all_` to the module's __all__)
 _all_ = ["SHAPES", "COLORS", "BACKGROUNDS", "STYLES", "HELD_OUT_STYLES", "TRAIN_STYLES", "TOY_WORDS", "shape_mask",
-         "caption_for", "ToyShapes", "render_scene",
+         "caption_for", "sample_layout", "render_layout", "layout_caption", "to_tensor", "render_set", "ToyShapes", "render_scene",
          "object_mask", "content_iou", "colour_histogram", "style_components", "style_distance", "outside_mask_change",
          "psnr", "classify_shape", "classify_colour", "classify_background", "StyleNet", "STYLE_CLASSIFIER_FILE",
-         "load_style_classifier", "style_probabilities", "classify_style",
-         "TOY_DIR", "toy_unet_config", "PatchVAE", "toy_vae", "toy_tokenizer", "toy_text_encoder", "build_toy_pipeline",
+         "load_style_classifier", "style_probabilities", "classify_style", "texture_scores",
+         "TOY_DIR", "toy_unet_config", "PatchVAE", "toy_vae", "shifted_scheduler", "toy_tokenizer", "toy_text_encoder", "build_toy_pipeline",
          "save_toy_pipeline", "load_toy_pipeline",
          "train_toy",
          "BARS", "STYLE_BARS", "TOY_LORA", "vae_psnr", "ddim_roundtrip", "toy_eval", "toy_style_eval"]

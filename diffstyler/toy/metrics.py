@@ -17,7 +17,7 @@ from .world import COLORS
 # %% auto #0
 __all__ = ['STYLE_CLASSIFIER_FILE', 'object_mask', 'content_iou', 'colour_histogram', 'style_components', 'style_distance',
            'outside_mask_change', 'psnr', 'classify_shape', 'classify_colour', 'classify_background', 'StyleNet',
-           'load_style_classifier', 'style_probabilities', 'classify_style']
+           'load_style_classifier', 'style_probabilities', 'classify_style', 'texture_scores']
 
 # %% ../../nbs/08b_toy_metrics.ipynb #9b46b08b
 def _to_array(image) -> np.ndarray:
@@ -165,10 +165,10 @@ STYLE_CLASSIFIER_FILE = Path(diffstyler.__file__).parent / "assets" / "toy" / "s
 class StyleNet(torch.nn.Module):
     """A small CNN that names the style of a 64x64 RGB picture ([B,3,64,64] in [-1,1] -> logits [B,6], in `STYLES` order).
 
-    The first layer is a 4x4, stride-4 convolution: it reads each 4x4 patch (the toy VAE's latent pixel), where the
-    textures' edges live; a 3x3 layer on the 16x16 patch grid sees patterns across patches (a 16-px texture period,
-    an outline's dark ring); average and max pooling over the picture make it indifferent to where the objects are,
-    and a linear layer scores the six styles. About 11k parameters (45 KB). Written here, not taken from a library,
+    The first layer is a 4x4, stride-4 convolution: it reads each 4x4 patch (the toy VAE's latent pixel), where every
+    texture lives; a 3x3 layer on the patch grid sees patterns across patches (an outline's dark ring); average and
+    max pooling over the picture make it indifferent to where the objects are (and to the picture's size), and a
+    linear layer scores the six styles. About 11k parameters (45 KB). Written here, not taken from a library,
     because no library ships a classifier for this world; the design follows the prototype in scripts/toy2/world.py."""
     def __init__(self, n_styles: int = len(STYLES), width: int = 32):
         super().__init__()
@@ -202,28 +202,48 @@ def load_style_classifier(path=None) -> StyleNet:
     return _CLASSIFIER[key]
 
 def _style_batch(images) -> torch.Tensor:
-    "One image or a list (PIL, uint8/float arrays [H,W,3], tensors [3,H,W] or [N,3,H,W] in [-1,1]) -> [N,3,64,64] in [-1,1]."
+    """One image or a list (PIL, uint8/float arrays [H,W,3], tensors [3,H,W] or [N,3,H,W] in [-1,1]) -> [N,3,H,W] in [-1,1].
+    Pictures of one size that is a multiple of 4 keep it (textures are anchored to 4x4 patches, at any size); others
+    are resized to 64x64."""
     if isinstance(images, torch.Tensor) and images.ndim == 4: images = list(images)
     elif isinstance(images, (Image.Image, torch.Tensor)) or (isinstance(images, np.ndarray) and images.ndim == 3): images = [images]
     if len(images) == 0: raise InputError("images is empty: pass one picture or a list of pictures.")
-    out = []
-    for im in images:
-        a = np.clip(_to_array(im), 0, 255).round().astype(np.uint8)
-        if a.shape[:2] != (64, 64):
-            # BOX averages each pixel's footprint (textures scale with the picture size, so 128 px -> 64 px gives the 64-px look)
-            big = a.shape[0] > 64 or a.shape[1] > 64
-            a = np.asarray(Image.fromarray(a).resize((64, 64), Image.BOX if big else Image.BILINEAR))
-        out.append(a)
-    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    arrays = [np.clip(_to_array(im), 0, 255).round().astype(np.uint8) for im in images]
+    sizes = {a.shape[:2] for a in arrays}
+    if len(sizes) > 1 or any(v % 4 for v in next(iter(sizes))):
+        arrays = [a if a.shape[:2] == (64, 64) else np.asarray(Image.fromarray(a).resize((64, 64), Image.BILINEAR)) for a in arrays]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 @torch.no_grad()
 def style_probabilities(images, path=None) -> np.ndarray:
     """Probabilities [N, 6] (rows sum to 1, columns in `STYLES` order) that each picture is drawn in each style.
     `images`: one picture or a list (PIL, RGB arrays [H,W,3] uint8 0..255, tensors [3,H,W] / [N,3,H,W] in [-1,1]), any
-    size (resized to 64x64). `path`: another classifier file (default: the shipped one)."""
+    size (read as it is when all share one size that is a multiple of 4, else resized to 64x64). `path`: another classifier file (default: the shipped one)."""
     net = load_style_classifier(path)
     return torch.softmax(net(_style_batch(images)), 1).numpy()
 
 def classify_style(images, path=None) -> list:
     "The most probable style name of each picture (a list of N names from `STYLES`); inputs as `style_probabilities`."
     return [STYLES[i] for i in style_probabilities(images, path).argmax(1)]
+
+# %% ../../nbs/08b_toy_metrics.ipynb #94000ff2
+from .world import _texture
+
+def _patch_residual(lum: np.ndarray) -> np.ndarray:
+    "Luminance [H,W] minus its 4x4-patch mean: what a texture adds inside each VAE patch (H, W multiples of 4)."
+    h, w = lum.shape
+    m = lum.reshape(h // 4, 4, w // 4, 4).mean((1, 3))
+    return lum - np.repeat(np.repeat(m, 4, 0), 4, 1)
+
+def texture_scores(image) -> dict:
+    """How strongly each texture style (checker, grid, stripes, dots) is present in `image` (PIL / array / tensor, sides
+    multiples of 4): |correlation| of its within-patch luminance residual with the texture's, 0 (absent) to 1.
+    Raises InputError for other sizes."""
+    a = _to_array(image).astype(np.float64).mean(-1)
+    if a.shape[0] % 4 or a.shape[1] % 4: raise InputError(f"image of size {a.shape[1]}x{a.shape[0]}: texture_scores needs sides that are multiples of 4.")
+    r = _patch_residual(a).ravel()
+    out = {}
+    for k in ("checker", "grid", "stripes", "dots"):
+        p = _patch_residual(_texture(k, max(a.shape))[:a.shape[0], :a.shape[1]].astype(np.float64)).ravel()
+        out[k] = float(abs(r @ p) / (np.linalg.norm(r) * np.linalg.norm(p) + 1e-8))
+    return out

@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 from diffstyler.core import InjectionConfig
 from diffstyler.toy import content_iou, object_mask
-from world import BASE_STYLES, sample_layout, render, caption, load_classifier, classify
+from world import BASE_STYLES, sample_layout, render, caption, load_classifier, classify, texture_scores
 from model import load_pipeline
 import eval as E
 
@@ -117,15 +117,21 @@ def parts(pipe, a):
     cfgs.update({f"both {k}/{S}": paper.replace(feature_steps=k, attention_steps=k) for k in (S * 3 // 4, S - 2, S)})
     styles = ["stripes"] if lora else ["checker", "grid"]
     res = {k: [] for k in cfgs}
+    pics = []
     for lay in contents:
         img, masks = render(lay, "flat")
         src = st.invert(Image.fromarray(img), S, S, record="all", progress=False, fixed_point_iters=2)
         for s in styles:
+            row = [img]
             for n, c in cfgs.items():
                 im = st.transfer(src, style=lora, prompt=caption(lay, s), config=c, progress=False).image
-                res[n].append((content_iou(im, masks), classify(net, [im])[0] == s))
+                res[n].append((content_iou(im, masks), classify(net, [im])[0] == s, texture_scores(im)[s]))
+                row.append(np.asarray(im))
+            pics.append(np.concatenate(row, 1))
     for n, v in res.items():
-        print(f"{n:>16}: content IoU {np.mean([x for x, _ in v]):.3f}  style share {np.mean([y for _, y in v]):.2f}")
+        m = np.mean(v, 0)
+        print(f"{n:>16}: content IoU {m[0]:.3f}  style share {m[1]:.2f}  texture {m[2]:.2f}")
+    if a.grid: Image.fromarray(np.concatenate(pics, 0)).save(a.grid); print("columns: content,", ", ".join(cfgs))
 
 
 def main(argv=None):
