@@ -1,5 +1,5 @@
 """The toy world's frozen style classifier: the shipped weights, their packaging, the inputs it takes, its errors,
-and its accuracy on pictures it was not trained on (random texture phase, pixel noise). No training here."""
+and its accuracy on pictures it was not trained on (other layouts, pixel noise). No training here."""
 import json, shutil, subprocess, sys
 from pathlib import Path
 import numpy as np
@@ -53,8 +53,8 @@ def test_every_style_is_named_on_clean_renders():
     assert acc >= 0.95, list(zip(truth, names))
 
 
-def test_random_texture_phase_and_noise():
-    # ToyShapes shifts each texture by a random phase; generated pictures carry noise: the classifier must not care
+def test_other_layouts_and_noise():
+    # layouts the classifier was not trained on; generated pictures carry noise: the classifier must not care
     g = torch.Generator().manual_seed(0)
     x, truth = [], []
     for k, s in enumerate(STYLES):

@@ -139,15 +139,19 @@ def classify_shape(mask) -> Optional[str]:
     if extent > 0.64: return "circle"
     return "triangle"
 
+def _hue(rgb: np.ndarray) -> np.ndarray:
+    "RGB minus its smallest channel, normalised to sum 1: unchanged when a colour is darkened or mixed with white (pastel)."
+    c = np.asarray(rgb, np.float64) - np.min(rgb)
+    return c / max(c.sum(), 1e-8)
+
 def classify_colour(image, mask=None) -> Optional[str]:
-    "Nearest named colour (by chromaticity) of the object pixels of `image`."
+    "Nearest named colour (by `_hue`) of the mean of the object pixels of `image`."
     a = _to_array(image)
     m = object_mask(a) if mask is None else np.asarray(mask, bool)
     if m.sum() < 12: return None
-    rgb = a[m].mean(0); chroma = rgb / rgb.sum()
+    h = _hue(a[m].mean(0))
     names = list(COLORS)
-    refs = np.array([np.array(COLORS[n], np.float64) / sum(COLORS[n]) for n in names])
-    return names[int(np.argmin(((refs - chroma) ** 2).sum(1)))]
+    return names[int(np.argmin([((_hue(COLORS[n]) - h) ** 2).sum() for n in names]))]
 
 def classify_background(image) -> str:
     "Background rule on the non-object pixels: bright 90th percentile -> white, dark 10th percentile -> black, else gray (robust to textures)."
@@ -201,32 +205,42 @@ def load_style_classifier(path=None) -> StyleNet:
         _CLASSIFIER[key] = net.float().eval().requires_grad_(False)
     return _CLASSIFIER[key]
 
-def _style_batch(images) -> torch.Tensor:
-    """One image or a list (PIL, uint8/float arrays [H,W,3], tensors [3,H,W] or [N,3,H,W] in [-1,1]) -> [N,3,H,W] in [-1,1].
-    Pictures of one size that is a multiple of 4 keep it (textures are anchored to 4x4 patches, at any size); others
-    are resized to 64x64."""
+def _style_arrays(images) -> list:
+    "One image or a list (PIL, uint8/float arrays [H,W,3], tensors [3,H,W] or [N,3,H,W] in [-1,1]) -> uint8 arrays [H,W,3]; sides not multiples of 4 resized to 64x64."
     if isinstance(images, torch.Tensor) and images.ndim == 4: images = list(images)
     elif isinstance(images, (Image.Image, torch.Tensor)) or (isinstance(images, np.ndarray) and images.ndim == 3): images = [images]
     if len(images) == 0: raise InputError("images is empty: pass one picture or a list of pictures.")
     arrays = [np.clip(_to_array(im), 0, 255).round().astype(np.uint8) for im in images]
-    sizes = {a.shape[:2] for a in arrays}
-    if len(sizes) > 1 or any(v % 4 for v in next(iter(sizes))):
-        arrays = [a if a.shape[:2] == (64, 64) else np.asarray(Image.fromarray(a).resize((64, 64), Image.BILINEAR)) for a in arrays]
+    # textures are anchored to the VAE's 4x4 patches at any size: a picture whose sides are multiples of 4 is read as it is
+    return [a if not (a.shape[0] % 4 or a.shape[1] % 4) else np.asarray(Image.fromarray(a).resize((64, 64), Image.BILINEAR))
+            for a in arrays]
+
+def _style_batch(images) -> torch.Tensor:
+    "Pictures of one size (as `_style_arrays` takes them) -> float [N,3,H,W] in [-1,1]; InputError if their sizes differ."
+    arrays = _style_arrays(images)
+    if len({a.shape for a in arrays}) > 1: raise InputError("images have different sizes: pass pictures of one size.")
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 @torch.no_grad()
 def style_probabilities(images, path=None) -> np.ndarray:
     """Probabilities [N, 6] (rows sum to 1, columns in `STYLES` order) that each picture is drawn in each style.
-    `images`: one picture or a list (PIL, RGB arrays [H,W,3] uint8 0..255, tensors [3,H,W] / [N,3,H,W] in [-1,1]), any
-    size (read as it is when all share one size that is a multiple of 4, else resized to 64x64). `path`: another classifier file (default: the shipped one)."""
+    `images`: one picture or a list (PIL, RGB arrays [H,W,3] uint8 0..255, tensors [3,H,W] / [N,3,H,W] in [-1,1]) of
+    any sizes: sides that are multiples of 4 are read as they are, others resized to 64x64. `path`: another classifier
+    file (default: the shipped one)."""
     net = load_style_classifier(path)
-    return torch.softmax(net(_style_batch(images)), 1).numpy()
+    arrays = _style_arrays(images)
+    out = np.zeros((len(arrays), len(STYLES)), np.float32)
+    for shape in {a.shape for a in arrays}:   # one forward pass per picture size
+        idx = [i for i, a in enumerate(arrays) if a.shape == shape]
+        x = torch.from_numpy(np.stack([arrays[i] for i in idx])).permute(0, 3, 1, 2).float() / 127.5 - 1
+        out[idx] = torch.softmax(net(x), 1).numpy()
+    return out
 
 def classify_style(images, path=None) -> list:
     "The most probable style name of each picture (a list of N names from `STYLES`); inputs as `style_probabilities`."
     return [STYLES[i] for i in style_probabilities(images, path).argmax(1)]
 
-# %% ../../nbs/08b_toy_metrics.ipynb #94000ff2
+# %% ../../nbs/08b_toy_metrics.ipynb #a9f95a0f
 from .world import _texture
 
 def _patch_residual(lum: np.ndarray) -> np.ndarray:
