@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from diffstyler.toy.world import STYLES, SHAPES, COLORS, BACKGROUNDS, ToyShapes, render_scene
+from diffstyler.toy.world import STYLES, SHAPES, COLORS, BACKGROUNDS, ToyShapes, render_scene, to_tensor
 from diffstyler.toy.model import load_toy_pipeline
-from diffstyler.toy.metrics import StyleNet, STYLE_CLASSIFIER_FILE, _style_batch
+from diffstyler.toy.metrics import StyleNet, STYLE_CLASSIFIER_FILE
 
 
 def random_render(rng: np.random.Generator, style: str) -> np.ndarray:
@@ -44,7 +44,7 @@ def style_set(seed: int, per_style: int):
 @torch.no_grad()
 def through_vae(vae, imgs: np.ndarray) -> torch.Tensor:
     "Encode then decode with the toy VAE: uint8 [N,64,64,3] -> float [N,3,64,64] in [-1,1]."
-    x = _style_batch(list(imgs))
+    x = to_tensor(imgs)
     out = []
     for i in range(0, len(x), 256):
         z = vae.encode(x[i:i + 256].to(vae.dtype)).latent_dist.mean

@@ -53,11 +53,30 @@ def test_masks_match_pixels():
     assert not (masks[0] & masks[1]).any() and masks[0].sum() > 0
 
 
-def test_textures_are_coarse_enough_for_the_vae():
-    for style in ("checker", "stripes", "dots"):
+def test_textures_repeat_with_the_vae_patch_grid():
+    # every texture is anchored to the 4x4 patches of the VAE: a fixed offset per latent pixel, one look per style word
+    for style in ("checker", "grid", "stripes", "dots"):
         t = toy.world._texture(style, 64)
-        assert np.allclose(t, np.roll(t, 16, axis=1)) and np.allclose(t, np.roll(t, 16, axis=0))
-        assert not np.allclose(t, np.roll(t, 8, axis=1))        # the period is 16 px, not 8
+        assert np.array_equal(t, np.roll(t, 4, axis=1)) and np.array_equal(t, np.roll(t, 4, axis=0)), style
+        assert 0.2 < t.mean() < 0.6, style
+    a = np.asarray(toy.render_scene([("circle", "red")], "gray", "stripes", centers=[(44, 32)], radii=8)[0])
+    b = np.asarray(toy.render_scene([("circle", "red")], "gray", "stripes", centers=[(20, 32)], radii=8)[0])
+    # the texture does not move with the objects: away from both circles (x < 12, x >= 52) the pixels agree
+    assert (a[:, :10] == b[:, :10]).all() and (a[:, 54:] == b[:, 54:]).all() and (a != b).any()
+
+
+def test_one_layout_in_every_style_keeps_its_masks_and_redraws_the_scene():
+    imgs, caps, lays = toy.render_set(11, 4, toy.STYLES)
+    assert imgs.shape == (24, 64, 64, 3) and len(caps) == 24
+    for k, lay in enumerate(lays):
+        masks = [toy.render_layout(lay, s)[1] for s in toy.STYLES]
+        assert all(np.array_equal(m, masks[0]) for m in masks)
+        flat = imgs[6 * k].astype(int)
+        for j, s in enumerate(toy.STYLES[1:], 1):
+            assert caps[6 * k + j] == toy.layout_caption(lay, s) and caps[6 * k + j].startswith(f"{s} style, ")
+            changed = (imgs[6 * k + j].astype(int) != flat).any(-1)
+            if s == "outline": assert changed[masks[0].any(0)].mean() > 0.9, s   # line work and palette: every object pixel
+            else: assert changed.mean() > 0.2, s                               # a texture redraws the whole scene
 
 
 def test_bad_inputs_raise_input_error():
@@ -126,9 +145,10 @@ def test_shipped_pipeline_loads_offline_with_sd21_topology(monkeypatch):
     assert [len(b.resnets) for b in unet.up_blocks] == [3, 3, 3, 3]
     assert [len(b.attentions) for b in unet.up_blocks[1:]] == [3, 3, 3]
     assert unet.dtype == torch.float32 and pipe.vae.config.latent_channels == unet.config.in_channels == unet.config.out_channels
+    assert pipe.scheduler.config.prediction_type == "v_prediction" and pipe.scheduler.alphas_cumprod[-1] == 0  # shifted, zero terminal SNR
     # a short generation runs and gives a 64-px picture
     pipe.scheduler = ddim_scheduler(pipe.scheduler.config)
-    im = pipe("a red circle on white background, flat style", num_inference_steps=3, guidance_scale=1.0,
+    im = pipe("flat style, a red circle on white background", num_inference_steps=3, guidance_scale=1.0,
               generator=torch.Generator().manual_seed(0)).images[0]
     assert im.size == (64, 64)
 
@@ -141,22 +161,29 @@ def test_load_pipeline_toy_goes_through_models(monkeypatch):
     assert pipe.unet.config.sample_size * 4 == 64
 
 
-def test_patch_vae_is_lossless_deterministic_and_saves(tmp_path):
-    vae = toy.toy_vae(n=64)
-    x, _ = toy.ToyShapes(5, styles=toy.STYLES).batch(0, 4)   # held-out styles too: the codec is not learned
+def test_patch_vae_is_a_fixed_pca_that_keeps_held_out_styles_and_saves(tmp_path):
+    vae = toy.toy_vae()
+    x, _ = toy.ToyShapes(5, styles=toy.STYLES).batch(0, 12)   # held-out styles too: the PCA was fitted on every style
     post = vae.encode(x).latent_dist
-    assert post.mean.shape == (4, 48, 16, 16) and torch.equal(post.sample(), post.mean)
-    assert (vae.decode(post.mean).sample - x).abs().max() < 1e-6
-    assert toy.vae_psnr(vae, n=8) > 100
-    fitted = toy.toy_vae(n=256)
-    z = fitted.encode(toy.ToyShapes(1, styles=toy.TRAIN_STYLES).batch(0, 256)[0]).latent_dist.mean
-    assert abs(float((z * fitted.config.scaling_factor).std()) - 1) < 0.1    # scaled latents have unit variance, as SD's
+    assert post.mean.shape == (12, 24, 16, 16) and torch.equal(post.sample(), post.mean)
+    assert toy.psnr(vae.decode(post.mean).sample[0], x[0]) > 33
+    basis = vae.basis.double()
+    assert torch.allclose(basis @ basis.T, torch.eye(24, dtype=torch.float64), atol=1e-5)   # orthonormal axes
+    z = vae.encode(toy.ToyShapes(1).batch(0, 256)[0]).latent_dist.mean
+    assert abs(float((z * vae.config.scaling_factor).std()) - 1) < 0.1    # scaled latents have unit variance, as SD's
+    shipped = toy.load_toy_pipeline().vae                                 # the shipped VAE is this fit
+    assert torch.allclose(shipped.basis.abs(), vae.basis.abs(), atol=1e-4) and shipped.config.scaling_factor == vae.config.scaling_factor
     vae.save_pretrained(tmp_path / "vae")
     back = toy.PatchVAE.from_pretrained(tmp_path / "vae")
-    assert torch.equal(back.shift, vae.shift) and back.config.scaling_factor == vae.config.scaling_factor
-    assert tuple(back.config.block_out_channels) == (48, 48, 48) and back.config.latent_channels == 48
+    assert torch.equal(back.basis, vae.basis) and torch.equal(back.mean, vae.mean)
+    assert back.config.scaling_factor == vae.config.scaling_factor
+    assert tuple(back.config.block_out_channels) == (24, 24, 24) and back.config.latent_channels == 24
+    lossless = toy.PatchVAE(latent_channels=48)                           # identity basis: space-to-depth
+    assert (lossless.decode(lossless.encode(x).latent_dist.mean).sample - x).abs().max() < 1e-6
     with pytest.raises(InputError, match="power of two"):
         toy.PatchVAE(patch_size=3)
+    with pytest.raises(InputError, match="latent_channels"):
+        toy.PatchVAE(latent_channels=0)
 
 
 def test_a_toy_folder_loads_through_load_pipeline_and_plain_diffusers(tmp_path):
@@ -193,11 +220,13 @@ def test_style_eval_reports_bar_5_and_leaves_the_pipeline_as_it_was():
 
 # the toy world is a package of five parts (issue 12); the overview chapter (nbs/08_toy.ipynb) re-exports them all
 PARTS = {"world": ("SHAPES", "COLORS", "BACKGROUNDS", "STYLES", "HELD_OUT_STYLES", "TRAIN_STYLES", "TOY_WORDS", "shape_mask",
-                   "caption_for", "ToyShapes", "render_scene"),
+                   "caption_for", "sample_layout", "render_layout", "layout_caption", "to_tensor", "render_set", "ToyShapes",
+                   "render_scene"),
          "metrics": ("object_mask", "content_iou", "colour_histogram", "style_components", "style_distance",
                      "outside_mask_change", "psnr", "classify_shape", "classify_colour", "classify_background",
-                     "StyleNet", "STYLE_CLASSIFIER_FILE", "load_style_classifier", "style_probabilities", "classify_style"),
-         "model": ("TOY_DIR", "toy_unet_config", "PatchVAE", "toy_vae", "toy_tokenizer", "toy_text_encoder",
+                     "StyleNet", "STYLE_CLASSIFIER_FILE", "load_style_classifier", "style_probabilities", "classify_style",
+                     "texture_scores"),
+         "model": ("TOY_DIR", "toy_unet_config", "PatchVAE", "toy_vae", "shifted_scheduler", "toy_tokenizer", "toy_text_encoder",
                    "build_toy_pipeline", "save_toy_pipeline", "load_toy_pipeline"),
          "training": ("train_toy",),
          "evaluation": ("BARS", "STYLE_BARS", "TOY_LORA", "vae_psnr", "ddim_roundtrip", "toy_eval", "toy_style_eval")}

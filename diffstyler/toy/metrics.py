@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from ..core import InputError
-from .world import COLORS
+from .world import COLORS, STYLES, _texture
 
 # %% auto #0
 __all__ = ['STYLE_CLASSIFIER_FILE', 'object_mask', 'content_iou', 'colour_histogram', 'style_components', 'style_distance',
@@ -163,17 +163,12 @@ def classify_background(image) -> str:
 
 # %% ../../nbs/08b_toy_metrics.ipynb #3c71f1ed
 import diffstyler
-from .world import STYLES
 STYLE_CLASSIFIER_FILE = Path(diffstyler.__file__).parent / "assets" / "toy" / "style_classifier.safetensors"
 
 class StyleNet(torch.nn.Module):
-    """A small CNN that names the style of a 64x64 RGB picture ([B,3,64,64] in [-1,1] -> logits [B,6], in `STYLES` order).
-
-    The first layer is a 4x4, stride-4 convolution: it reads each 4x4 patch (the toy VAE's latent pixel), where every
-    texture lives; a 3x3 layer on the patch grid sees patterns across patches (an outline's dark ring); average and
-    max pooling over the picture make it indifferent to where the objects are (and to the picture's size), and a
-    linear layer scores the six styles. About 11k parameters (45 KB). Written here, not taken from a library,
-    because no library ships a classifier for this world; the design follows the prototype in scripts/toy2/world.py."""
+    """A small CNN that names the style of an RGB picture ([B,3,H,W] in [-1,1], H and W multiples of 4 -> logits [B,6]
+    in `STYLES` order): a 4x4 stride-4 convolution per VAE patch, a 3x3 one across patches, average and max pooling,
+    a linear head; about 11k parameters (45 KB). Our own because no library ships a classifier for this world."""
     def __init__(self, n_styles: int = len(STYLES), width: int = 32):
         super().__init__()
         self.patch = torch.nn.Conv2d(3, width, 4, 4)
@@ -215,12 +210,6 @@ def _style_arrays(images) -> list:
     return [a if not (a.shape[0] % 4 or a.shape[1] % 4) else np.asarray(Image.fromarray(a).resize((64, 64), Image.BILINEAR))
             for a in arrays]
 
-def _style_batch(images) -> torch.Tensor:
-    "Pictures of one size (as `_style_arrays` takes them) -> float [N,3,H,W] in [-1,1]; InputError if their sizes differ."
-    arrays = _style_arrays(images)
-    if len({a.shape for a in arrays}) > 1: raise InputError("images have different sizes: pass pictures of one size.")
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 127.5 - 1
-
 @torch.no_grad()
 def style_probabilities(images, path=None) -> np.ndarray:
     """Probabilities [N, 6] (rows sum to 1, columns in `STYLES` order) that each picture is drawn in each style.
@@ -241,8 +230,6 @@ def classify_style(images, path=None) -> list:
     return [STYLES[i] for i in style_probabilities(images, path).argmax(1)]
 
 # %% ../../nbs/08b_toy_metrics.ipynb #a9f95a0f
-from .world import _texture
-
 def _patch_residual(lum: np.ndarray) -> np.ndarray:
     "Luminance [H,W] minus its 4x4-patch mean: what a texture adds inside each VAE patch (H, W multiples of 4)."
     h, w = lum.shape
@@ -256,8 +243,6 @@ def texture_scores(image) -> dict:
     a = _to_array(image).astype(np.float64).mean(-1)
     if a.shape[0] % 4 or a.shape[1] % 4: raise InputError(f"image of size {a.shape[1]}x{a.shape[0]}: texture_scores needs sides that are multiples of 4.")
     r = _patch_residual(a).ravel()
-    out = {}
-    for k in ("checker", "grid", "stripes", "dots"):
-        p = _patch_residual(_texture(k, max(a.shape))[:a.shape[0], :a.shape[1]].astype(np.float64)).ravel()
-        out[k] = float(abs(r @ p) / (np.linalg.norm(r) * np.linalg.norm(p) + 1e-8))
-    return out
+    refs = {k: _patch_residual(_texture(k, max(a.shape))[:a.shape[0], :a.shape[1]].astype(np.float64)).ravel()
+            for k in ("checker", "grid", "stripes", "dots")}
+    return {k: float(abs(r @ p) / (np.linalg.norm(r) * np.linalg.norm(p) + 1e-8)) for k, p in refs.items()}
