@@ -1,5 +1,5 @@
 """The toy world: dataset determinism, masks, metrics on constructed cases, and the shipped pipeline (offline)."""
-import importlib, json, math, subprocess, sys, time
+import importlib, json, math, os, subprocess, sys, time
 from pathlib import Path
 import numpy as np
 import pytest
@@ -204,18 +204,26 @@ def test_a_toy_folder_loads_through_load_pipeline_and_plain_diffusers(tmp_path):
         assert isinstance(toy.load_toy_pipeline(tmp_path / "m").vae, toy.PatchVAE), library
 
 
-def test_style_eval_reports_bar_5_and_leaves_the_pipeline_as_it_was():
+def test_toy_eval_measures_every_bar_prints_the_table_and_leaves_the_pipeline_as_it_was(tmp_path, capsys):
     from diffstyler.lora import adapter_names
     pipe = toy.build_toy_pipeline()     # untrained: the numbers mean nothing, the bookkeeping is checked
-    r = toy.toy_style_eval(pipe, n_content=1, num_steps=4, inversion_steps=8, lora=dict(steps=2), echo=False)
-    assert r["feature_steps"] == [0, 1, 2, 3, 4] and len(r["sweep_content_iou"]) == len(r["sweep_style_distance"]) == 5
-    assert r["style_gain"] == pytest.approx(r["style_distance_no_lora"] - r["style_distance_lora"])
-    assert 0 <= r["content_iou"] <= 1 and isinstance(r["tradeoff_monotone"], bool)
-    assert r["lora"]["steps"] == 2 and r["lora"]["rank"] == toy.TOY_LORA["rank"]
-    assert len(r["images"]) == 1 and len(r["images"][0]) == 3 + 5
+    r = toy.toy_eval(pipe, contents=1, n=2, steps=4, inversion_steps=4, fixed_point_iters=0, n_inversion=1, lora=dict(steps=2),
+                     out=tmp_path / "e.json")
+    saved = json.loads((tmp_path / "e.json").read_text())
+    assert set(saved["bars"]) == set(toy.BARS) and set(toy.STYLE_BARS) < set(toy.BARS)     # every bar measured
+    for k, b in saved["bars"].items():
+        op, target = toy.BARS[k]
+        assert (b["op"], b["target"], b["measured"]) == (op, target, saved[k])
+        assert b["passed"] == (saved[k] <= target if op == "<=" else saved[k] >= target if op == ">=" else saved[k] == target)
+    table = capsys.readouterr().out
+    for k, b in saved["bars"].items():          # the printed table: measured / target / PASS|FAIL, one line per bar
+        assert f"| {k} | {float(saved[k]):.3f} | {b['op']} {b['target']} | {'PASS' if b['passed'] else 'FAIL'} |" in table, k
+    assert saved["n_contents"] == 1 and saved["feature_steps"] == [0, 1, 2, 3, 4] and len(saved["sweep_share"]) == 5
+    assert saved["lora"]["steps"] == 2 and saved["lora"]["rank"] == toy.TOY_LORA["rank"] and "images" not in saved
+    assert len(r["style_images"]) == 1 and len(r["style_images"][0]) == 3 + 2 * 3 + 2 + 5 and len(r["images"]) == 2
     assert list(adapter_names(pipe.unet)) == []
-    with pytest.raises(InputError, match="style='flat'"):
-        toy.toy_style_eval(pipe, style="flat")
+    with pytest.raises(InputError, match="lora_style"):
+        toy.toy_style_eval(pipe, lora_style="flat")
 
 
 # the toy world is a package of five parts (issue 12); the overview chapter (nbs/08_toy.ipynb) re-exports them all
@@ -255,21 +263,55 @@ def test_each_part_is_short():
 
 def test_python_dash_m_and_the_training_script_still_work():
     r = subprocess.run([sys.executable, "-m", "diffstyler.toy", "eval", "--help"], capture_output=True, text=True)
-    assert r.returncode == 0 and "python -m diffstyler.toy eval" in r.stdout and "--model" in r.stdout, r.stderr
+    assert r.returncode == 0 and "--contents" in r.stdout and "--model" in r.stdout, r.stderr
     script = Path(__file__).resolve().parent.parent / "scripts" / "train_toy.py"
     r = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True)
-    assert r.returncode == 0 and "--snr-floor" in r.stdout, r.stderr
+    assert r.returncode == 0 and "--skip-dropout" in r.stdout and "--resume" in r.stdout, r.stderr
+
+
+TINY_UNET = dict(widths=(8, 8, 8, 8), heads=(1, 1, 1, 1))
 
 
 def test_a_short_training_run_writes_a_loadable_folder_and_its_log(tmp_path):
-    # the recipe end to end in seconds: a tiny pool, a 6-second budget (the shipped model had 75 minutes)
-    out = toy.train_toy(tmp_path / "m", minutes=0.1, pool=32, batch=4, work_dir=tmp_path / "work", log_every=1)
+    # the recipe end to end in seconds: a tiny UNet, a pool of 4 layouts, 3 steps (the shipped phases had 20-100 minutes)
+    out = toy.train_toy(tmp_path / "run", minutes=1, max_steps=3, pool=4, layouts=1, log_every=1, echo=False,
+                        unet_config=toy.toy_unet_config(**TINY_UNET))
+    assert out == tmp_path / "run" / "ema"
     log = [json.loads(l) for l in (out / "train_log.jsonl").read_text().splitlines()]
-    assert [r["event"] for r in log if "event" in r][:2] == ["pool", "start"] and log[-1]["event"] == "final"
-    assert log[-1]["step"] >= 1 and all(math.isfinite(r["loss"]) for r in log if "loss" in r)
+    assert [r["event"] for r in log if "event" in r] == ["start", "final", "phase-summary"]
+    assert [r["step"] for r in log if "loss" in r] == [1, 2, 3] and all(math.isfinite(r["loss"]) for r in log if "loss" in r)
+    assert log[-1]["steps"] == 3 and log[-1]["where"] == "cpu" and log[-1]["batch"] == len(toy.TRAIN_STYLES)
     assert json.loads((out / "model_index.json").read_text())["vae"] == ["diffstyler.toy", "PatchVAE"]
     pipe = toy.load_toy_pipeline(out)
-    assert isinstance(pipe.vae, toy.PatchVAE) and pipe.scheduler.config.prediction_type == "sample"   # the recipe predicts z0
+    assert isinstance(pipe.vae, toy.PatchVAE) and pipe.scheduler.config.prediction_type == "v_prediction"
+    assert float(pipe.scheduler.alphas_cumprod[-1]) == pytest.approx(0, abs=1e-6)        # shifted, zero terminal SNR
+    with pytest.raises(InputError, match="resume"):
+        toy.train_toy(tmp_path / "run", max_steps=3, pool=4, layouts=1, unet_config=toy.toy_unet_config(**TINY_UNET))
+    with pytest.raises(InputError, match="prediction_type"):
+        toy.train_toy(tmp_path / "other", prediction_type="x0")
+
+
+def test_training_resumes_where_it_stopped_bit_for_bit(tmp_path):
+    "A run killed after its step-2 checkpoint and resumed ends with the weights of an uninterrupted run."
+    kw = dict(minutes=5, max_steps=4, pool=4, layouts=1, echo=False, snapshots=False, ckpt_minutes=0,
+              unet_config=toy.toy_unet_config(**TINY_UNET))
+    toy.train_toy(tmp_path / "a", **kw)
+    code = ("import sys, os; from diffstyler.toy import training as T\n"
+            "w = T._Log.__call__\n"
+            "def crash(self, **k):\n"
+            "    w(self, **k)\n"
+            "    if k.get('event') == 'checkpoint' and k['step'] == 2: os._exit(9)\n"
+            "T._Log.__call__ = crash\n"
+            f"T.train_toy(sys.argv[1], **{kw!r})")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "b")], capture_output=True, text=True,
+                       env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert r.returncode == 9, r.stderr[-2000:]          # died mid-run: state.pt of step 2, no final pipeline
+    assert torch.load(tmp_path / "b" / "state.pt", weights_only=False)["step"] == 2
+    toy.train_toy(tmp_path / "b", resume=True, **kw)
+    a, b = (torch.load(tmp_path / n / "state.pt", weights_only=False) for n in ("a", "b"))
+    assert b["step"] == 4 and all(torch.equal(a["ema"][k], b["ema"][k]) for k in a["ema"])
+    events = [json.loads(l).get("event") for l in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert [e for e in events if e] == ["start", "checkpoint", "checkpoint", "resume", "start", "checkpoint", "final", "phase-summary"]
 
 
 def test_the_shipped_folder_loads_with_plain_diffusers():

@@ -127,7 +127,7 @@ def train_toy(run_dir, minutes: float = 85, seed: int = 0, resume: bool = False,
     torch.set_num_threads(threads)
     run = Path(run_dir); run.mkdir(parents=True, exist_ok=True)
     state_file = run / "state.pt"
-    if state_file.exists() and not resume: raise InputError(f"{state_file} exists: pass resume=True (--resume) to continue it, or another run folder.")
+    if state_file.exists() and not resume: raise InputError(f"{state_file} exists: pass resume=True to continue it, or another run folder.")
     recipe = dict(seed=seed, init=None if init is None else str(init), phase=str(phase), prediction_type=prediction_type,
                   schedule_shift=schedule_shift, skip_dropout=skip_dropout, skip_blocks=list(skip_blocks), p_unknown=p_unknown,
                   unknown_words=list(unknown_words), layouts=layouts, lr=lr, ema_decay=ema_decay, p_uncond=p_uncond,
