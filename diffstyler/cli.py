@@ -59,13 +59,17 @@ def cmd_demo(args) -> Path:
          lr=args.lora_lr, rank=args.lora_rank, seed=args.seed, progress=_progress(args), device=args.device)
     return Path(args.out)
 
+_TOY_RECIPE = ("prediction_type", "schedule_shift", "skip_dropout", "p_unknown", "layouts", "lr", "ema_decay", "pool",
+              "max_steps", "ckpt_minutes", "note")   # `toy-train` options passed to train_toy only when given
+
 def cmd_toy_train(args) -> Path:
-    return toy_train_job(args.out, args.work, args.minutes, args.batch, args.init, args.snr_floor, args.seed, args.threads,
-                         args.overwrite, args.device)
+    return toy_train_job(args.run, args.out, args.minutes, args.resume, args.init, args.phase, args.seed, args.threads,
+                         args.overwrite, args.device, **{k: getattr(args, k) for k in _TOY_RECIPE})
 
 def cmd_toy_eval(args) -> Path:
-    return toy_eval_job(args.out, args.model, args.n, args.seed, args.steps, style=not args.no_style, overwrite=args.overwrite,
-                        device=args.device)
+    return toy_eval_job(args.out, args.model, args.contents, args.n, args.seed, args.steps, args.inversion_steps,
+                        args.fixed_point_iters, args.guidance, style=not args.no_style, lora_steps=args.lora_steps,
+                        overwrite=args.overwrite, device=args.device)
 
 # %% ../nbs/10_cli.ipynb #d00d9ada
 def _common(p, model=True):
@@ -103,10 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     p = sub.add_parser("demo", help="the main job on the toy model: grid PNG + metrics JSON",
                        description="Train a LoRA on each of two held-out-style images, invert a content scene, write a grid "
-                                   "(content, style, reconstruction, global, masked, two-style) and the toy metrics.")
+                                   "(content, style, reconstruction, no injection, paper, masked, two-style) and the toy metrics with the style classifier's verdict on each picture.")
     p.add_argument("--out", default="demo-output", help="output folder (default: demo-output)")
     p.add_argument("--lora-steps", type=int, default=None, help="default: the toy recipe's (diffstyler.toy.TOY_LORA)"); p.add_argument("--steps", type=int, default=25)
-    p.add_argument("--inversion-steps", type=int, default=50); p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--inversion-steps", type=int, default=None, help="default: --steps (fixed-point inversion on the sampling grid)"); p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lora-lr", type=float, default=None); p.add_argument("--lora-rank", type=int, default=None)
     _common(p); p.set_defaults(func=cmd_demo)
     p = sub.add_parser("train-lora", help="train a style LoRA on one image",
@@ -167,19 +171,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key in every run")
     p.add_argument("--out", default=None, help="output image (one run) or folder (several runs)")
     _common(p); p.set_defaults(func=cmd_run)
-    p = sub.add_parser("toy-train", help="train the toy model (75 minutes on a CPU)", description="Train the toy world's UNet (diffstyler.toy.train_toy); its VAE is a fixed lossless transform.")
-    p.add_argument("--out", default=None, help="model folder (default: the package's assets/toy)")
-    p.add_argument("--work", default=None, help="folder for the training log")
-    p.add_argument("--minutes", type=float, default=None, help="time budget (default: the recipe's 75)")
-    p.add_argument("--batch", type=int, default=None, help="UNet batch size (default: the recipe's 32)")
-    p.add_argument("--init", default=None, help="continue from this toy model folder (an earlier --out)")
-    p.add_argument("--snr-floor", type=float, default=None, help="added to the min-SNR-5 loss weights (the shipped model's second phase: 1)")
+    p = sub.add_parser("toy-train", help="train one phase of the toy model (up to 100 minutes on a CPU)",
+                       description="Train the toy world's UNet for one phase (diffstyler.toy.train_toy): seeded, a JSONL log with a phase "
+                                   "summary, state.pt and the EMA pipeline (RUN/ema) every --ckpt-minutes, resumable; --init starts a phase "
+                                   "from a saved pipeline. The defaults are the recipe of the shipped weights' last phase.")
+    p.add_argument("--run", required=True, help="run folder: log.jsonl, state.pt, pool.pt, ema/, ckpt-<step>/")
+    p.add_argument("--out", default=None, help="also copy the final EMA pipeline here (e.g. the package's assets/toy; needs --overwrite if it holds one)")
+    p.add_argument("--minutes", type=float, default=None, help="the phase's time budget (default: the recipe's 85)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run from its state.pt")
+    p.add_argument("--init", default=None, help="start this phase from a saved pipeline folder's UNet (a run's ema/ or ckpt-*/)")
+    p.add_argument("--phase", default=None, help="the phase's name in the log (default: 1)")
+    p.add_argument("--prediction-type", default=None, choices=["v_prediction", "sample", "epsilon"], help="the UNet's target (default: v_prediction)")
+    p.add_argument("--schedule-shift", type=float, default=None, help="SNR multiplier of SD's schedule (default: 16; 1 = SD's own)")
+    p.add_argument("--skip-dropout", type=float, default=None, help="per-sample probability of zeroing the skips into up blocks 2, 3 (default: 0.25)")
+    p.add_argument("--p-unknown", type=float, default=None, help="share of captions with a held-out style word over a base-style picture (default: 0.08)")
+    p.add_argument("--layouts", type=int, default=None, help="layouts per batch, each in every base style (default: 4)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 1e-3)")
+    p.add_argument("--ema-decay", type=float, default=None, help="EMA decay of the saved weights (default: 0.998)")
+    p.add_argument("--pool", type=int, default=None, help="layouts in the training pool (default: 5000)")
+    p.add_argument("--max-steps", type=int, default=None, help="also stop after this many steps (the cosine then runs over steps)")
+    p.add_argument("--ckpt-minutes", type=float, default=None, help="minutes between checkpoints (default: 10)")
+    p.add_argument("--note", default=None, help="free text for the phase summary (e.g. the machine)")
     p.add_argument("--seed", type=int, default=0); p.add_argument("--threads", type=int, default=1)
     _common(p, model=False); p.set_defaults(func=cmd_toy_train)
-    p = sub.add_parser("toy-eval", help="measure the toy model against its bars", description="Caption following, inversion, VAE PSNR and the style-transfer bars of the toy model (diffstyler.toy.toy_eval).")
+    p = sub.add_parser("toy-eval", help="measure the toy model against its bars",
+                       description="Issue 12's bars on held-out content scenes (diffstyler.toy.toy_eval): the problem (no injection), the "
+                                   "solution (paper preset), a one-image LoRA of a held-out style, Fig. 7 as numbers, colour, background, "
+                                   "shape and 50-step inversion; prints measured / target / PASS|FAIL and writes JSON.")
     p.add_argument("--out", default="toy-eval.json", help="results JSON")
-    p.add_argument("--n", type=int, default=48); p.add_argument("--seed", type=int, default=1234); p.add_argument("--steps", type=int, default=25)
-    p.add_argument("--no-style", action="store_true", help="skip the style-transfer bars (LoRA training and transfers, about a minute)")
+    p.add_argument("--contents", type=int, default=12, help="held-out content scenes (the bars: 12; fewer for a quick look)")
+    p.add_argument("--n", type=int, default=48, help="caption prompts from noise"); p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=25); p.add_argument("--inversion-steps", type=int, default=25)
+    p.add_argument("--fixed-point-iters", type=int, default=2, help="fixed-point iterations per inversion step (0: plain DDIM)")
+    p.add_argument("--guidance", type=float, default=7.5)
+    p.add_argument("--lora-steps", type=int, default=None, help="LoRA steps (default: the toy recipe's, diffstyler.toy.TOY_LORA)")
+    p.add_argument("--no-style", action="store_true", help="skip the transfer bars (LoRA training and transfers: most of the time)")
     _common(p); p.set_defaults(func=cmd_toy_eval)
     for p in sub.choices.values(): show_defaults(p)   # every option shows its default in --help
     return ap

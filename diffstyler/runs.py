@@ -534,9 +534,11 @@ def demo_grid(panels: dict):
     return grid
 
 def demo(out="demo-output", model: Optional[str] = None, overwrite: bool = False, lora_steps: Optional[int] = None,
-         steps: int = 25, inversion_steps: int = 50, lr: Optional[float] = None, rank: Optional[int] = None, seed: int = 0,
-         progress: bool = True, device=None, echo=print) -> dict:
-    "The main job on the toy model: 2 LoRAs (the toy recipe `toy.TOY_LORA` unless given), an inversion, a grid of 6 panels and the toy metrics, written to `out`."
+         steps: int = 25, inversion_steps: Optional[int] = None, lr: Optional[float] = None, rank: Optional[int] = None, seed: int = 0,
+         progress: bool = True, device=None, echo=print, fixed_point_iters: int = 2) -> dict:
+    """The main job on the toy model: 2 LoRAs (the toy recipe `toy.TOY_LORA` unless given), an inversion (`inversion_steps`,
+    default `steps`, with `fixed_point_iters` per step), a grid of 8 panels and the toy metrics with the style classifier's
+    verdict on every picture, written to `out`."""
     from diffstyler import toy
     from diffstyler.transfer import DiffStyler
     from diffstyler.lora import WEIGHT_NAME
@@ -545,7 +547,7 @@ def demo(out="demo-output", model: Optional[str] = None, overwrite: bool = False
     rank = check_int_range("--lora-rank", toy.TOY_LORA["rank"] if rank is None else rank, 1)
     lr = toy.TOY_LORA["lr"] if lr is None else lr
     steps = check_int_range("--steps", steps, 1, MAX_STEPS, STEPS_FIX)
-    inversion_steps = check_int_range("--inversion-steps", inversion_steps, 1, 1000)
+    inversion_steps = check_int_range("--inversion-steps", steps if inversion_steps is None else inversion_steps, 1, 1000)
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir(): raise InputError(f"--out '{out}' is a file: give a folder.")
     check_writable(out if out.exists() else out.parent, "--out")
@@ -570,14 +572,16 @@ def demo(out="demo-output", model: Optional[str] = None, overwrite: bool = False
                                    save_to=out/f"lora-{key}", name=key, progress=progress, overwrite=overwrite)
         timings[f"lora_{key}"] = time.perf_counter() - t
     t = time.perf_counter()
-    src = ds.invert(content, inversion_steps, steps, progress=progress)
+    src = ds.invert(content, inversion_steps, steps, progress=progress, fixed_point_iters=fixed_point_iters)
     src.save(out/"source.safetensors", overwrite=overwrite)
     timings["invert"] = time.perf_counter() - t
     cfg = InjectionConfig.paper(steps)
+    none = cfg.replace(feature_steps=0, attention_steps=0)   # the problem the paper solves: the LoRA alone redraws the content
     gen = lambda: make_generator(seed)
     p_a, p_b = toy.caption_for(shapes, "white", "stripes"), toy.caption_for(shapes, "white", "dots")
     t = time.perf_counter()
     rec = ds.reconstruct(src).image
+    plain = ds.transfer(src, style=loras["stripes"], prompt=p_a, config=none, generator=gen(), progress=progress).image
     glob = ds.transfer(src, style=loras["stripes"], prompt=p_a, config=cfg, generator=gen(), progress=progress).image
     m0, m1 = obj[0].astype(np.float32), obj[1].astype(np.float32)
     masked = ds.transfer(src, style=loras["stripes"], prompt=p_a, mask=m0, config=cfg, generator=gen(), progress=progress).image
@@ -585,24 +589,30 @@ def demo(out="demo-output", model: Optional[str] = None, overwrite: bool = False
     timings["transfers"] = time.perf_counter() - t
     truth = obj.any(0)
     def stats(img, style=None, mask=None):
-        d = dict(content_iou=round(toy.content_iou(img, truth), 4))
+        d = dict(content_iou=round(toy.content_iou(img, truth), 4), style=toy.classify_style(img)[0])   # the classifier's verdict
         if style is not None: d["style_distance"] = round(toy.style_distance(img, style), 4)
         if mask is not None: d["outside_mask_change"] = round(toy.outside_mask_change(rec, img, mask), 4)
         return d
-    metrics = dict(model=model, steps=steps, inversion_steps=inversion_steps, lora_steps=lora_steps, lora_lr=lr, lora_rank=rank,
-                   seed=seed, content_caption=caption, style_captions=dict(stripes=cap_a, dots=cap_b),
+    metrics = dict(model=model, steps=steps, inversion_steps=inversion_steps, fixed_point_iters=fixed_point_iters,
+                   lora_steps=lora_steps, lora_lr=lr, lora_rank=rank, seed=seed, content_caption=caption,
+                   style_captions=dict(stripes=cap_a, dots=cap_b), content=stats(content),
+                   style_images=dict(stripes=toy.classify_style(style_a)[0], dots=toy.classify_style(style_b)[0]),
                    reconstruction=dict(psnr_db=round(toy.psnr(content, rec), 2), **stats(rec, style_a)),
-                   global_transfer=stats(glob, style_a), masked_transfer=stats(masked, style_a, m0),
+                   no_injection_transfer=stats(plain, style_a), global_transfer=stats(glob, style_a),
+                   masked_transfer=stats(masked, style_a, m0),
                    two_style_transfer=stats(two),
                    lora_final_loss={k: round(v.loss_history[-1], 5) for k, v in loras.items()})
-    # each region of the two-style result against its own style (the regions cropped to their objects' boxes)
+    # each region of the two-style result against its own style (the regions cropped to their objects' boxes, widened to
+    # the 4-px grid the toy's textures are anchored to, so the classifier sees whole patches)
     for j, (m, sty, k) in enumerate(((m0, style_a, "stripes"), (m1, style_b, "dots"))):
         ys, xs = np.nonzero(m)
-        crop = lambda im: im.crop((int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1))
+        box = (int(xs.min()) // 4 * 4, int(ys.min()) // 4 * 4, -(-(int(xs.max()) + 1) // 4) * 4, -(-(int(ys.max()) + 1) // 4) * 4)
+        crop = lambda im: im.crop(box)
+        metrics["two_style_transfer"][f"object_{j + 1}_style"] = toy.classify_style(crop(two))[0]
         metrics["two_style_transfer"][f"object_{j + 1}_style_distance_{k}"] = round(toy.style_distance(crop(two), sty), 4)
         metrics["two_style_transfer"][f"object_{j + 1}_style_distance_{k}_before"] = round(toy.style_distance(crop(rec), sty), 4)
-    grid = demo_grid({"content": content, "style 1 (stripes)": style_a, "reconstruction": rec, "global (style 1)": glob,
-                      "masked (circle)": masked, "two-style": two, "style 2 (dots)": style_b})
+    grid = demo_grid({"content": content, "style 1 (stripes)": style_a, "reconstruction": rec, "no injection": plain,
+                      "paper (style 1)": glob, "masked (circle)": masked, "two-style": two, "style 2 (dots)": style_b})
     save_image(grid, out/"grid.png", overwrite=overwrite)
     timings["total"] = time.perf_counter() - t_start
     metrics["seconds"] = {k: round(v, 1) for k, v in timings.items()}
@@ -725,33 +735,60 @@ def run(config, root=None, overrides: Optional[dict] = None, out=None, model: Op
         done.append(run_plan(p, cache, progress=progress, device=device, overwrite=overwrite))
     return done
 
-def toy_train_job(out=None, work=None, minutes: Optional[float] = None, batch: Optional[int] = None, init=None,
-                  snr_floor: Optional[float] = None, seed: int = 0, threads: int = 1, overwrite: bool = False, device=None) -> Path:
-    "Train the toy model into `out` (default: the package's assets/toy), swapped in atomically (`diffstyler toy-train`)."
-    from diffstyler.toy import train_toy, TOY_DIR
-    out = Path(out).expanduser() if out else Path(TOY_DIR)
-    if (out/"model_index.json").exists() and not overwrite:
-        raise InputError(f"--out '{out}' already holds a toy model: pass --overwrite to replace it (it is swapped in atomically at the end).")
-    check_writable(out.parent if not out.exists() else out, "--out")
-    kw = {k: v for k, v in dict(minutes=minutes, batch=batch, device=device, snr_floor=snr_floor).items() if v is not None}
+def toy_train_job(run, out=None, minutes: Optional[float] = None, resume: bool = False, init=None, phase: Optional[str] = None,
+                  seed: int = 0, threads: int = 1, overwrite: bool = False, device=None, **recipe) -> Path:
+    """Train one phase of the toy model into the run folder `run` (`diffstyler toy-train`): `diffstyler.toy.train_toy` with
+    `minutes`, `resume`, `init`, `phase` and the `recipe` levers that are not None (prediction_type, schedule_shift,
+    skip_dropout, p_unknown, layouts, lr, ema_decay, pool, max_steps, ckpt_minutes, note). Returns the final EMA pipeline
+    folder, `run/ema`; with `out` (e.g. the package's assets/toy) it is also copied there, swapped in atomically."""
+    import shutil, torch
+    from diffstyler.toy import train_toy
+    run = Path(run).expanduser()
+    if run.exists() and not run.is_dir(): raise InputError(f"--run '{run}' is a file: give a folder for the run.")
+    check_writable(run if run.exists() else run.parent, "--run")
+    if (run/"state.pt").exists() and not resume: raise InputError(f"--run '{run}' holds a run (state.pt): pass --resume to continue it, or another folder.")
+    if out is not None:
+        out = Path(out).expanduser()
+        if (out/"model_index.json").exists() and not overwrite:
+            raise InputError(f"--out '{out}' already holds a toy model: pass --overwrite to replace it (it is swapped in atomically at the end).")
+        check_writable(out.parent if not out.exists() else out, "--out")
     if init is not None:
         init = Path(init).expanduser()
-        if not (init/"unet"/"config.json").exists(): raise InputError(f"--init '{init}' is not a toy model folder (no unet/config.json): give the --out of an earlier toy-train.")
-        kw["init"] = init
-    return Path(train_toy(out, seed=seed, threads=threads, work_dir=work, **kw))
+        if not (init/"unet"/"config.json").exists(): raise InputError(f"--init '{init}' is not a toy model folder (no unet/config.json): give a run's ema/ or ckpt-*/ folder.")
+    device = device or "cpu"
+    if str(device).startswith("cuda") and not torch.cuda.is_available(): raise InputError(f"--device {device}: no CUDA GPU here; drop --device (CPU).")
+    kw = {k: v for k, v in dict(recipe, minutes=minutes, phase=phase).items() if v is not None}
+    ema = Path(train_toy(run, seed=seed, threads=threads, resume=resume, init=init, device=device, **kw))
+    if out is None: return ema
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent)); shutil.rmtree(tmp)
+    shutil.copytree(ema, tmp)
+    old = out.with_name(out.name + ".old")
+    if old.exists(): shutil.rmtree(old)
+    if out.exists(): os.replace(out, old)
+    os.replace(tmp, out)
+    if old.exists(): shutil.rmtree(old)
+    return out
 
-def toy_eval_job(out="toy-eval.json", model: Optional[str] = None, n: int = 48, seed: int = 1234, steps: int = 25,
-                 style: bool = True, overwrite: bool = False, device=None) -> Path:
-    "Measure the toy model against its bars and write the results JSON `out` with its config (`diffstyler toy-eval`)."
+def toy_eval_job(out="toy-eval.json", model: Optional[str] = None, contents: int = 12, n: int = 48, seed: int = 0, steps: int = 25,
+                 inversion_steps: int = 25, fixed_point_iters: int = 2, guidance: float = 7.5, style: bool = True,
+                 lora_steps: Optional[int] = None, overwrite: bool = False, device=None) -> Path:
+    """Measure the toy model against issue 12's bars (`diffstyler.toy.toy_eval`: prints measured / target / PASS|FAIL) and
+    write the results JSON `out` with its config (`diffstyler toy-eval`)."""
     from diffstyler.toy import toy_eval
-    n = check_int_range("--n", n, 1)
+    n, contents = check_int_range("--n", n, 1), check_int_range("--contents", contents, 1, fix="the bars use 12 held-out scenes.")
+    steps = check_int_range("--steps", steps, 1, MAX_STEPS, STEPS_FIX)
+    inversion_steps = check_int_range("--inversion-steps", inversion_steps, 1, 1000)
+    fixed_point_iters = check_int_range("--fixed-point-iters", fixed_point_iters, 0)
+    if lora_steps is not None: lora_steps = check_int_range("--lora-steps", lora_steps, 1)
     out = Path(out).expanduser()
     if out.suffix.lower() != ".json": raise InputError(f"--out '{out}' must end in .json.")
     check_outputs([out], overwrite, "--out")
     pipe = get_pipeline(model if model not in (None, "toy") else "toy", device)
-    res = toy_eval(pipe, n=n, seed=seed, steps=steps, style=style)
-    res.pop("images", None); res.pop("style_images", None)
+    res = toy_eval(pipe, contents=contents, n=n, seed=seed, steps=steps, inversion_steps=inversion_steps, guidance=guidance,
+                   fixed_point_iters=fixed_point_iters, style=style, lora=None if lora_steps is None else dict(steps=lora_steps))
+    for k in ("images", "style_images", "style_image"): res.pop(k, None)
     with atomic_write(out, overwrite, name="--out") as tmp: Path(tmp).write_text(dumps_json(res, indent=1) + "\n")
-    write_config(out, dict(command="toy-eval", model=model or "toy", n=n, seed=seed, steps=steps,
-                           output_path=_abs(out)), overwrite=overwrite)
+    write_config(out, dict(command="toy-eval", model=model or "toy", contents=contents, n=n, seed=seed, steps=steps,
+                           inversion_steps=inversion_steps, fixed_point_iters=fixed_point_iters, guidance=guidance,
+                           style=style, lora_steps=lora_steps, output_path=_abs(out)), overwrite=overwrite)
     return out

@@ -262,9 +262,55 @@ def test_demo_on_tiny(tmp_path, capsys):
     assert {"reconstruction", "global_transfer", "masked_transfer", "two_style_transfer", "seconds"} <= set(metrics)
     assert 0 <= metrics["masked_transfer"]["content_iou"] <= 1
     grid = Image.open(d/"grid.png"); assert grid.width > 5 * grid.height // 2
+    # the classifier's verdict on every picture of the grid (and on each object of the two-style one)
+    from diffstyler.toy import STYLES
+    for k in ("content", "reconstruction", "no_injection_transfer", "global_transfer", "masked_transfer", "two_style_transfer"):
+        assert metrics[k]["style"] in STYLES, k
+    assert metrics["two_style_transfer"]["object_1_style"] in STYLES and metrics["two_style_transfer"]["object_2_style"] in STYLES
+    assert metrics["style_images"] == {"stripes": "stripes", "dots": "dots"}     # the style pictures themselves: renders
+    assert metrics["content"]["style"] == "flat" and metrics["content"]["content_iou"] > 0.9
     before = snapshot(d)
     code, _, err = call(capsys, *args)           # again, without --overwrite: refused, nothing touched
     assert code == 2 and "--overwrite" in err and snapshot(d) == before
+
+
+def test_toy_train_runs_resumes_and_copies_the_model(tmp_path, capsys):
+    run, model = tmp_path/"run", tmp_path/"model"
+    args = ["toy-train", "--run", run, "--max-steps", "2", "--pool", "4", "--layouts", "1", "--quiet"]
+    code, _, err = call(capsys, *args)
+    assert code == 0, err
+    assert torch.load(run/"state.pt", weights_only=False)["step"] == 2 and (run/"ema"/"model_index.json").is_file()
+    code, _, err = call(capsys, *args)                           # the run exists: refused, one line, nothing touched
+    assert code == 2 and "--resume" in err and "Traceback" not in err, err
+    code, _, err = call(capsys, *args, "--resume", "--layouts", "2")
+    assert code == 2 and "--layouts 2" in err, err               # a resume keeps the run's recipe
+    code, _, err = call(capsys, *args[:4], "3", *args[5:], "--resume", "--out", model)
+    assert code == 0, err
+    assert torch.load(run/"state.pt", weights_only=False)["step"] == 3
+    events = [json.loads(l).get("event") for l in (model/"train_log.jsonl").read_text().splitlines()]
+    assert "resume" in events and events[-1] == "phase-summary"
+    before = snapshot(model)
+    code, _, err = call(capsys, "toy-train", "--run", tmp_path/"run2", "--max-steps", "1", "--pool", "4", "--out", model, "--quiet")
+    assert code == 2 and "--overwrite" in err and snapshot(model) == before and not (tmp_path/"run2").exists()
+    code, _, err = call(capsys, "toy-train", "--run", tmp_path/"run3", "--init", tmp_path/"nothing", "--quiet")
+    assert code == 2 and "--init" in err, err
+
+
+def test_toy_eval_prints_and_writes_every_bar(tmp_path, capsys):
+    from diffstyler.toy import BARS
+    out = tmp_path/"e.json"
+    args = ["toy-eval", "--out", out, "--contents", "1", "--n", "2", "--steps", "2", "--inversion-steps", "2",
+            "--fixed-point-iters", "0", "--lora-steps", "1", *TINY]
+    code, stdout, err = call(capsys, *args)
+    assert code == 0, err
+    res = json.loads(out.read_text())
+    assert set(res["bars"]) == set(BARS) and res["n_contents"] == 1
+    assert all(f"| {k} | " in stdout for k in BARS) and "bars pass" in stdout
+    assert json.loads((tmp_path/"e.config.json").read_text())["contents"] == 1
+    code, _, err = call(capsys, *args)
+    assert code == 2 and "--overwrite" in err
+    code, _, err = call(capsys, "toy-eval", "--out", tmp_path/"f.json", "--contents", "0", *TINY)
+    assert code == 2 and "--contents" in err and not (tmp_path/"f.json").exists()
 
 
 def _env():
