@@ -77,7 +77,7 @@ def toy_vae(latent_channels: int = 24, n_layouts: int = 200, seed: int = 7) -> P
     vae.register_to_config(scaling_factor=round(1.0 / float((basis @ (p - mu).T).std()), 5))
     return vae.eval().requires_grad_(False)
 
-# %% ../../nbs/08c_toy_model.ipynb #e2b1fb04
+# %% ../../nbs/08c_toy_model.ipynb #095a9b6b
 def shifted_scheduler(config, shift: float = 16.0, zero_snr: bool = True) -> DDIMScheduler:
     """SD 2.1's DDIM schedule (`config`, a scheduler config) with every step's SNR multiplied by `shift`
     (logit(alpha_bar) + log shift), then, if `zero_snr`, rescaled to zero terminal SNR. The result stores its betas in

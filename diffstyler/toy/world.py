@@ -125,7 +125,7 @@ def _place(rng, n, size):
         if ok: break
     return centers, list(radii)
 
-# %% ../../nbs/08a_toy_world.ipynb #12d3deae
+# %% ../../nbs/08a_toy_world.ipynb #2e8e6e17
 def sample_layout(rng: np.random.Generator, max_objects: int = 2, size: int = 64) -> dict:
     "A random layout: 1..`max_objects` (shape, colour) pairs, a background, centres and radii in pixels (little overlap)."
     n = int(rng.integers(1, max_objects + 1))
