@@ -21,7 +21,7 @@ from .model import load_toy_pipeline
 # %% auto #0
 __all__ = ['BARS', 'STYLE_BARS', 'TOY_LORA', 'toy_style_eval', 'vae_psnr', 'ddim_roundtrip', 'toy_eval']
 
-# %% ../../nbs/08e_toy_eval.ipynb #c1915c23
+# %% ../../nbs/08e_toy_eval.ipynb #34171064
 BARS = dict(problem_iou=("<=", 0.5), solution_iou=(">=", 0.8), solution_share=(">=", 0.7), lora_share=(">=", 0.6),
             lora_share_without=("<=", 0.1), lora_iou=(">=", 0.75), fig7_monotone=("==", True), colour=(">=", 0.8),
             background=(">=", 0.9), shape=(">=", 0.6), inversion_psnr=(">=", 35.0))
@@ -42,7 +42,7 @@ def _bar_table(res: dict, bars: dict = BARS) -> str:
         if k in res: rows.append(f"| {k} | {res[k]:.3f} | {op} {target} | {'PASS' if _passes(res[k], op, target) else 'FAIL'} |")
     return "\n".join(rows)
 
-# %% ../../nbs/08e_toy_eval.ipynb #4cc0e2fe
+# %% ../../nbs/08e_toy_eval.ipynb #9ca4dd94
 def _summarise(rows: list, styles: Sequence[str], lora_style: str) -> dict:
     "Means over content scenes of the per-scene results `rows` (as `toy_style_eval` makes them)."
     m = lambda f: float(np.mean([f(r) for r in rows]))
@@ -62,7 +62,7 @@ def _summarise(rows: list, styles: Sequence[str], lora_style: str) -> dict:
     res["fig7_monotone"] = bool(_monotone(res["sweep_iou"], 0.03) and _monotone([-v for v in res["sweep_share"]], 1.5 / len(rows)))
     return res
 
-# %% ../../nbs/08e_toy_eval.ipynb #5c25f262
+# %% ../../nbs/08e_toy_eval.ipynb #60132724
 # the LoRA recipe for the toy: the paper's rank and steps, a learning rate suited to a 3M-parameter UNet (SD's is 2e-4)
 TOY_LORA = dict(rank=16, alpha=16, steps=200, lr=1e-3)
 
@@ -131,7 +131,7 @@ def toy_style_eval(model=None, contents: int = 12, styles: Optional[Sequence[str
                lora_seconds=round(t_lora, 1), rows=rows, images=grid, style_image=style_image)
     return res
 
-# %% ../../nbs/08e_toy_eval.ipynb #e28c381a
+# %% ../../nbs/08e_toy_eval.ipynb #f85ef04c
 def vae_psnr(vae, n: int = 128, seed: int = 10_000, styles=STYLES) -> float:
     "Mean PSNR (dB) of VAE round trips (posterior mean) of `n` held-out 8-bit images; a lossless VAE scores 128 dB, the value of the 1e-8 MSE floor."
     ds, out = ToyShapes(seed, styles=styles), []
@@ -187,7 +187,7 @@ def _caption_bars(pipe, n: int = 48, guidance: float = 7.5, steps: int = 25, see
                **{f"sample_share_{st}": np.mean([p == st for p, sp in zip(named, specs) if sp[3] == st] or [np.nan]) for st in TRAIN_STYLES})
     return {k: float(v) for k, v in res.items()}, images
 
-# %% ../../nbs/08e_toy_eval.ipynb #9c8c054c
+# %% ../../nbs/08e_toy_eval.ipynb #1fe24b9b
 def toy_eval(model=None, contents: int = 12, n: int = 48, guidance: float = 7.5, steps: int = 25, inversion_steps: int = 25,
              fixed_point_iters: int = 2, n_inversion: int = 16, seed: int = 0, style: bool = True, lora: Optional[dict] = None,
              classifier=None, out=None, echo: bool = True) -> dict:
