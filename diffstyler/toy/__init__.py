@@ -13,8 +13,6 @@ __all__ = ['SHAPES', 'COLORS', 'BACKGROUNDS', 'STYLES', 'HELD_OUT_STYLES', 'TRAI
            'STYLE_BARS', 'TOY_LORA', 'vae_psnr', 'ddim_roundtrip', 'toy_eval', 'toy_style_eval']
 
 # %% ../../nbs/08_toy.ipynb #2aedab8a
-import argparse
-import torch
 # saved toy folders name PatchVAE as ["diffstyler.toy", "PatchVAE"]; diffusers' from_pretrained finds this module in
 # sys.modules (it imports none but its own libraries) and looks up PatchVAE and its loadable base class here
 from diffusers import ModelMixin
@@ -43,26 +41,13 @@ _all_ = ["SHAPES", "COLORS", "BACKGROUNDS", "STYLES", "HELD_OUT_STYLES", "TRAIN_
          "BARS", "STYLE_BARS", "TOY_LORA", "vae_psnr", "ddim_roundtrip", "toy_eval", "toy_style_eval"]
 
 # %% ../../nbs/08_toy.ipynb #8aaa6144
-def _main(argv=None):
-    "`python -m diffstyler.toy train|eval ...`: parse the arguments, then run `train_toy` or `toy_eval`."
-    ap = argparse.ArgumentParser(prog="python -m diffstyler.toy", description="Train or evaluate the toy world's model.")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    tr = sub.add_parser("train", help="train the toy model's UNet")
-    tr.add_argument("--out", default=None, help="output folder (default: the package's assets/toy)")
-    tr.add_argument("--work", default=None, help="folder for the full log")
-    tr.add_argument("--minutes", type=float, default=75, help="time budget, pool building included")
-    tr.add_argument("--seed", type=int, default=0); tr.add_argument("--threads", type=int, default=1)
-    tr.add_argument("--device", default="cpu", help="cpu or cuda: on a GPU, give a larger --batch")
-    tr.add_argument("--batch", type=int, default=32, help="UNet batch size")
-    tr.add_argument("--init", default=None, help="continue from this toy model folder")
-    tr.add_argument("--snr-floor", type=float, default=0.0, help="added to the min-SNR-5 weights of the z0 error")
-    ev = sub.add_parser("eval", help="measure the toy model against the bars")
-    ev.add_argument("--model", default=None); ev.add_argument("--n", type=int, default=48)
-    ev.add_argument("--threads", type=int, default=1); ev.add_argument("--out", default=None, help="write the results as JSON")
-    a = ap.parse_args(argv)
-    if a.cmd == "train":
-        train_toy(a.out, minutes=a.minutes, seed=a.seed, threads=a.threads, work_dir=a.work, device=a.device, batch=a.batch,
-                  init=a.init, snr_floor=a.snr_floor)
-    else:
-        torch.set_num_threads(a.threads)
-        toy_eval(a.model, n=a.n, out=a.out)
+def _main(argv=None) -> int:
+    "`python -m diffstyler.toy train|eval ...`: the same as `diffstyler toy-train|toy-eval ...` (one parser: diffstyler.cli's)."
+    import sys
+    from diffstyler.cli import main
+    argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
+    cmd = {"train": "toy-train", "eval": "toy-eval"}.get(argv[0] if argv else None)
+    if cmd is None:
+        print("usage: python -m diffstyler.toy train|eval [options]   (the options of `diffstyler toy-train|toy-eval --help`)", file=sys.stderr)
+        return 2
+    return main([cmd, *argv[1:]])

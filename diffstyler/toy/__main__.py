@@ -3,4 +3,4 @@
 Written by hand: nbdev writes one module per notebook, and this one only calls the overview chapter's `_main`."""
 from . import _main
 
-if __name__ == "__main__": _main()
+if __name__ == "__main__": raise SystemExit(_main())

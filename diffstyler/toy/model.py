@@ -157,7 +157,7 @@ def load_toy_pipeline(path=None, vae_class=None) -> StableDiffusionPipeline:
     folder holds no toy model."""
     path = Path(path) if path is not None else TOY_DIR
     if not (path / "model_index.json").exists():
-        raise ModelNotAvailableError(f"the toy model weights are not in '{path}': train them with `diffstyler toy-train --out {path}`.")
+        raise ModelNotAvailableError(f"the toy model weights are not in '{path}': train them with `diffstyler toy-train --run RUN --out {path}`.")
     # part by part rather than StableDiffusionPipeline.from_pretrained, which warns that PatchVAE is not an AutoencoderKL
     f32 = dict(torch_dtype=torch.float32, local_files_only=True)
     pipe = StableDiffusionPipeline(vae=(vae_class or PatchVAE).from_pretrained(str(path / "vae"), **f32),
