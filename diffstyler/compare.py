@@ -59,7 +59,7 @@ def method_inputs(config: InjectionConfig, lora=None, lora_prompt: str = "", pro
         if lora is None: raise InputError(f"method {config.name!r} styles with a LoRA: give lora= (train one with styler.train_lora(style_image, prompt)).")
         return dict(style=lora, prompt=lora_prompt)
     if config.style_by == "prompt":
-        if not prompt: raise InputError(f"method {config.name!r} styles with the prompt: give prompt= naming the style (e.g. '..., checker style').")
+        if not prompt: raise InputError(f"method {config.name!r} styles with the prompt: give prompt= naming the style (e.g. 'checker style, a red circle on white background').")
         return dict(prompt=prompt)
     if style_source is None:
         raise InputError(f"method {config.name!r} styles with the style image's trajectory: give style_source=styler.invert(style_image, "
@@ -72,9 +72,9 @@ def compare_methods(styler, source, presets: Sequence = METHODS, lora=None, lora
     """Render the cached content trajectory `source` with each of `presets` (names or `InjectionConfig`s, scaled to the
     trajectory's steps), each given the inputs it uses (`method_inputs`), optionally all under one `mask` (an image or a
     latent-size tensor, as `transfer`'s). One row: the reconstruction, then one picture per method, with `metric`'s numbers
-    (on the toy model with `content=`: IoU, style distance, `share` (the toy's style classifier names the style image's
-    style) and, with a mask, `out`, the mean change outside it; elsewhere chapter 7's latent distance `d`). Every input is
-    checked before the first render."""
+    (on the toy model with `content=`: IoU, style distance, `share` (the toy's style classifier names the style the method
+    was asked for) and, with a mask, `out`, the mean change outside it; elsewhere chapter 7's latent distance `d`). Every
+    input is checked before the first render."""
     N = source.num_steps
     cfgs = [InjectionConfig.preset(p, N) if isinstance(p, str) else p.scaled(N) for p in presets]
     if not cfgs: raise InputError("presets=[] is empty: name at least one method.")
@@ -91,23 +91,26 @@ def compare_methods(styler, source, presets: Sequence = METHODS, lora=None, lora
     score = metric
     if content is not None and metric == "auto":
         from diffstyler.analysis import is_toy
-        if is_toy(styler.pipe): score = _toy_metrics(styler, source, content, style_image, mask)
+        if is_toy(styler.pipe): score = _toy_metrics(styler, source, content, style_image, mask, prompt)
     title = title or ("methods on one cached inversion" + (", inside the mask" if mask is not None else ""))
     return _run_grid(styler, source, title, ["content" if content is None else "toy content"],
                      [c[2].name for c in cells], [cells], score, content, style_image, progress)
 
-def _toy_metrics(styler, source, content, style_image, mask):
+def _toy_metrics(styler, source, content, style_image, mask, prompt=""):
     """The toy metrics of one picture: content IoU; with `style_image`, the style distance to it and `share`, 1 when the toy's
-    style classifier names the style image's style in the picture (0 otherwise; averaged over pictures it is a share);
-    with a mask, `out`, the change outside it against the reconstruction (the method's locality)."""
-    from diffstyler.toy import content_iou, style_distance, outside_mask_change, classify_style
+    style classifier names the style the picture's method was asked for (0 otherwise; averaged over pictures it is a share):
+    the style word of `prompt` for a method styled by the prompt (`style_by == 'prompt'`), else the style image's style as
+    the classifier reads it; with a mask, `out`, the change outside it against the reconstruction (the method's locality)."""
+    from diffstyler.toy import content_iou, style_distance, outside_mask_change, classify_style, STYLES
     recon = styler.reconstruct(source).image
     m = None if mask is None else mask.detach().cpu().numpy() if hasattr(mask, "detach") else mask
-    target = None if style_image is None else classify_style(style_image)[0]
+    image_style = None if style_image is None else classify_style(style_image)[0]
+    prompt_style = next((w for w in prompt.lower().replace(",", " ").split() if w in STYLES), image_style)   # "checker style, a red ..."
     def score(res):
         out = {"IoU": content_iou(res.image, content)}
         if style_image is not None:
             out["style"] = style_distance(res.image, style_image)
+            target = prompt_style if res.config is not None and res.config.style_by == "prompt" else image_style
             out["share"] = float(classify_style(res.image)[0] == target)
         if m is not None: out["out"] = outside_mask_change(res.image, recon, m)
         return out
