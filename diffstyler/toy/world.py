@@ -148,7 +148,7 @@ def to_tensor(images) -> torch.Tensor:
     "uint8 images [N,H,W,3] (an array or a list) -> float [N,3,H,W] in [-1,1], the VAE's input."
     a = np.stack(images) if isinstance(images, (list, tuple)) else np.asarray(images)
     if a.ndim == 3: a = a[None]
-    return torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return torch.from_numpy(np.array(a, copy=True)).permute(0, 3, 1, 2).float() / 127.5 - 1   # a copy: PIL arrays are read-only
 
 def render_set(seed: int, n_layouts: int, styles: Sequence[str] = TRAIN_STYLES, size: int = 64):
     "`n_layouts` random layouts, each drawn in every one of `styles` -> (uint8 images [n_layouts*len(styles),H,W,3], captions, layouts), layout-major."
