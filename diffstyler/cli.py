@@ -27,7 +27,8 @@ def cmd_train_lora(args) -> Path:
 
 def cmd_invert(args) -> Path:
     return invert_job(args.content_image, args.out, args.model, inversion_steps=args.inversion_steps, steps=args.steps,
-                      record=args.record, overwrite=args.overwrite, device=args.device, progress=_progress(args), role=args.role)
+                      record=args.record, overwrite=args.overwrite, device=args.device, progress=_progress(args), role=args.role,
+                      fixed_point_iters=args.fixed_point_iters)
 
 def cmd_transfer(args) -> Path:
     return transfer_job(args.content, args.lora, args.out, masks=args.mask, prompts=args.prompt, preset=args.preset,
@@ -35,7 +36,7 @@ def cmd_transfer(args) -> Path:
                         negative_prompt=args.negative_prompt, seed=args.seed, steps=args.steps,
                         inversion_steps=args.inversion_steps, model=args.model, overwrite=args.overwrite, device=args.device,
                         progress=_progress(args), fastsam_checkpoint=args.fastsam_checkpoint, style_image=args.style_image,
-                        style_source=args.style_source)
+                        style_source=args.style_source, fixed_point_iters=args.fixed_point_iters)
 
 def _overrides(sets) -> dict:
     "--set KEY=VALUE (repeated) -> {KEY: VALUE read as YAML}."
@@ -129,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="DDIM-invert CONTENT_IMAGE and record the source pass, saved as one .safetensors file that transfers reuse.")
     p.add_argument("content_image", metavar="CONTENT_IMAGE")
     p.add_argument("--out", required=True, help="trajectory file, .safetensors")
-    p.add_argument("--inversion-steps", type=int, default=1000); p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--inversion-steps", type=int, default=None, help="default 1000, or --steps where the model needs fixed-point inversion (toy)")
+    p.add_argument("--steps", type=int, default=50); p.add_argument("--fixed-point-iters", type=int, default=None, help="fixed-point iterations per inversion step (0: the paper's plain DDIM; default: what the model needs, toy 2, SD 0)")
     p.add_argument("--record", nargs="+", choices=("all",) + tuple(PRESETS), default="all", metavar="NAME",
                    help=f"what the source pass keeps: all (any later thresholds of DiffStyler's presets) or presets, several for their union; "
                         f"a style image for styleid: --record styleid --role style (choices: all, {', '.join(PRESETS)})")
@@ -155,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attention-steps", type=int, default=None, help="inject attention in the first N steps (paper: 25 of 50)")
     p.add_argument("--guidance", type=float, default=None); p.add_argument("--negative-prompt", default=None)
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default 50, or the trajectory's)")
-    p.add_argument("--inversion-steps", type=int, default=None, help="default 1000")
+    p.add_argument("--inversion-steps", type=int, default=None, help="default 1000, or --steps where the model needs fixed-point inversion (toy)")
+    p.add_argument("--fixed-point-iters", type=int, default=None, help="fixed-point iterations per inversion step (0: the paper's plain DDIM; default: what the model needs, toy 2, SD 0)")
     p.add_argument("--seed", type=int, default=0); p.add_argument("--out", required=True, help="output image (.png, .jpg)")
     p.add_argument("--fastsam-checkpoint", default=None, metavar="FILE.pt", help="FastSAM weights for text-prompt masks (default: FastSAM-s.pt or FastSAM-x.pt found locally)")
     _common(p); p.set_defaults(func=cmd_transfer)

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import contextlib, dataclasses, datetime, json, os, sys, tempfile, time, warnings
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import yaml
 import diffstyler
@@ -17,10 +17,10 @@ from .registry import model_for_sd_version, DEFAULT_SD
 # %% auto #0
 __all__ = ['MAX_STEPS', 'STEPS_FIX', 'IMAGE_SUFFIXES', 'MASK_SUFFIXES', 'STYLE_WORDS', 'RUN_KEYS', 'META_KEYS', 'AUTHORS_KEYS',
            'DEMO_FILES', 'config_path', 'check_writable', 'check_outputs', 'package_info', 'write_config',
-           'toy_available', 'default_model', 'get_pipeline', 'small_model_notice', 'classify_mask', 'uses_lora',
-           'reads_style', 'check_plan', 'plan_config', 'run_plan', 'load_runs', 'is_authors_run', 'authors_root',
-           'run_to_plan', 'demo_grid', 'demo', 'train_lora_job', 'invert_job', 'transfer_job', 'run', 'toy_train_job',
-           'toy_eval_job']
+           'toy_available', 'default_model', 'get_pipeline', 'inversion_defaults', 'small_model_notice',
+           'classify_mask', 'uses_lora', 'reads_style', 'check_plan', 'plan_config', 'run_plan', 'load_runs',
+           'is_authors_run', 'authors_root', 'run_to_plan', 'demo_grid', 'demo', 'train_lora_job', 'invert_job',
+           'transfer_job', 'run', 'toy_train_job', 'toy_eval_job']
 
 # %% ../nbs/11_runs.ipynb #8618a9ff
 def config_path(out) -> Path:
@@ -83,6 +83,17 @@ def get_pipeline(model: Optional[str] = None, device=None):
     except ModelNotAvailableError as e:
         if model == "toy": raise ModelNotAvailableError(f"{e} Or pass --model {DEFAULT_SD} on a GPU (the paper's model), or --model tiny (random weights, for tests).") from None
         raise
+
+def inversion_defaults(model: Optional[str], steps: int, inversion_steps: Optional[int] = None,
+                       fixed_point_iters: Optional[int] = None) -> Tuple[int, int]:
+    """(inversion steps, fixed-point iterations) for a DDIM inversion with `model` and `steps` sampling steps: what is given,
+    else the registry entry's `fixed_point_iters` (0 for SD: the paper's plain loop of 1000 steps; the toy's v-model: 2,
+    on the sampling grid, where fixed-point inversion is exact)."""
+    from diffstyler.registry import MODELS
+    entry = MODELS.get(model or "toy")
+    fp = fixed_point_iters if fixed_point_iters is not None else (entry.fixed_point_iters if entry is not None else 0)
+    fp = check_int_range("--fixed-point-iters", fp, 0, 10, "0 is the paper's plain DDIM inversion.")
+    return (inversion_steps or (steps if fp else 1000)), fp
 
 def small_model_notice(pipe, image, model: Optional[str] = None) -> bool:
     """Warn, in plain words, when a picture at least twice the native size of a small CPU model (the toy's 64 px, the
@@ -192,6 +203,8 @@ def check_plan(plan: dict, overwrite: bool = False) -> dict:
     if p.get("steps") is not None: p["steps"] = check_int_range("--steps", p["steps"], 1, MAX_STEPS, STEPS_FIX)
     if p.get("inversion_steps") is not None:
         p["inversion_steps"] = check_int_range("--inversion-steps", p["inversion_steps"], 1, 1000, "the paper uses 1000.")
+    if p.get("fixed_point_iters") is not None:
+        p["fixed_point_iters"] = check_int_range("--fixed-point-iters", p["fixed_point_iters"], 0, 10, "0 is the paper's plain DDIM inversion.")
     preset = p.get("preset") or "paper"
     if preset not in PRESETS: raise InputError(f"--preset {preset!r} is not known: use one of {list(PRESETS)}.")
     p["preset"] = preset
@@ -344,12 +357,13 @@ def run_plan(p: dict, cache: Optional[dict] = None, progress: bool = True, devic
     if p["source"] is not None:
         try: source.check_covers(cfg)
         except InputError as e: raise InputError(_fix_words(e, p["preset"], cfg)) from None   # said as `diffstyler invert`'s option
-    inv = p.get("inversion_steps") or (source.num_inversion_steps if p["source"] is not None else 1000)
+    if p["source"] is not None: inv, fp = source.num_inversion_steps, source.fixed_point_iters
+    else: inv, fp = inversion_defaults(model, steps, p.get("inversion_steps"), p.get("fixed_point_iters"))
     def inverted(image, record: List[InjectionConfig], role: str = "content"):
         "`image` DDIM-inverted once per cache for what `record` reads (the official presets' in-batch source reads nothing)."
         record = [c for c in record if c.source == "base"] or None
-        key = ("invert", model, _abs(image), inv, steps, role, json.dumps(record and [c.to_dict() for c in record], sort_keys=True))
-        if key not in cache: cache[key] = ds.invert(str(image), inv, steps, record=record, progress=progress, role=role)
+        key = ("invert", model, _abs(image), inv, fp, steps, role, json.dumps(record and [c.to_dict() for c in record], sort_keys=True))
+        if key not in cache: cache[key] = ds.invert(str(image), inv, steps, record=record, progress=progress, role=role, fixed_point_iters=fp)
         return cache[key]
     if p["source"] is None:
         small_model_notice(ds.pipe, p["content"], model)
@@ -387,7 +401,7 @@ def run_plan(p: dict, cache: Optional[dict] = None, progress: bool = True, devic
                   lora=[_abs(f) for f in p["lora_files"]], style_image=_abs(p.get("style_image")), style_source=_abs(p.get("style_source")),
                   mask=[(_abs(v) if k == "file" else f"text:{v}") for k, v in p["mask_specs"]],
                   prompt_gene=[s.prompt for s in styles], preset=p["preset"], n_timesteps=steps,
-                  inversion_steps=None if p["source"] is not None else (p.get("inversion_steps") or 1000),
+                  inversion_steps=None if p["source"] is not None else inv, fixed_point_iters=None if p["source"] is not None else fp,
                   feature_steps=cfg.feature_steps, attention_steps=cfg.attention_steps, guidance_scale=cfg.guidance_scale,
                   negative_prompt=cfg.negative_prompt, seed=seed, output_path=_abs(out), injection=cfg.to_dict(),
                   rules=[dataclasses.asdict(r) for r in cfg.all_rules()],   # everything injected: the knobs as rules, then the preset's own
@@ -399,7 +413,7 @@ def run_plan(p: dict, cache: Optional[dict] = None, progress: bool = True, devic
 RUN_KEYS = ("image_path", "content", "source", "output_path", "lora_name", "lora", "mask", "prompt_gene", "prompts",
             "guidance_scale", "negative_prompt", "seed", "n_timesteps", "inversion_steps", "pnp_f_t", "pnp_attn_t",
             "feature_steps", "attention_steps", "preset", "model", "sd_version", "device", "latents_path", "prompt",
-            "fastsam_checkpoint", "style_image", "style_source")
+            "fastsam_checkpoint", "style_image", "style_source", "fixed_point_iters")
 META_KEYS = ("command", "diffstyler_version", "torch_version", "python", "created", "seconds", "injection", "rules")  # written by us, ignored on reading
 
 def load_runs(path, overrides: Optional[dict] = None) -> List[dict]:
@@ -508,7 +522,7 @@ def run_to_plan(r: dict, root: Path, where: str, model: Optional[str] = None, ou
                 masks=[str(named(m, "mask", ".png")) for m in _split(r.get("mask"))],
                 prompts=_split(both("prompt_gene", "prompts")), guidance=r.get("guidance_scale"),
                 negative_prompt=r.get("negative_prompt"), seed=r.get("seed"), steps=steps,
-                inversion_steps=r.get("inversion_steps"), feature_steps=fs, attention_steps=at,
+                inversion_steps=r.get("inversion_steps"), fixed_point_iters=r.get("fixed_point_iters"), feature_steps=fs, attention_steps=at,
                 preset=r.get("preset") or ("official" if authors else None), model=mdl, root=root, out_in_folder=("parents" if authors else True) if in_folder else False,
                 fastsam_checkpoint=rel(r.get("fastsam_checkpoint")), style_image=rel(r.get("style_image")), style_source=rel(r.get("style_source")))
 
@@ -658,16 +672,20 @@ def train_lora_job(style_image, prompt: str, out, model: Optional[str] = None, r
                                  seconds=round(time.perf_counter() - t0, 2)), overwrite=True)
     return lora.path
 
-def invert_job(content_image, out, model: Optional[str] = None, inversion_steps: int = 1000, steps: int = 50, record="all",
-               overwrite: bool = False, device=None, progress: bool = True, role: Optional[str] = None) -> Path:
+def invert_job(content_image, out, model: Optional[str] = None, inversion_steps: Optional[int] = None, steps: int = 50, record="all",
+               overwrite: bool = False, device=None, progress: bool = True, role: Optional[str] = None,
+               fixed_point_iters: Optional[int] = None) -> Path:
     """DDIM-invert `content_image` and save its source trajectory to `out` (.safetensors) with its config (`diffstyler invert`).
     `record`: 'all' (DiffStyler's kinds at every layer and step), a preset name, or a list of these (their union). A style
     image is inverted the same way: `record='styleid'` keeps the self-attention K and V that StyleID reads from it, and the
-    content's Q unless `role='style'` (`--role style`) keeps only what a style gives."""
+    content's Q unless `role='style'` (`--role style`) keeps only what a style gives. `inversion_steps` and
+    `fixed_point_iters` default to what the model needs (`inversion_defaults`: SD 1000 plain steps, the toy fixed-point
+    inversion on the sampling grid)."""
     if role not in (None, "content", "style"): raise InputError(f"--role {role!r} must be 'content' or 'style' (or not given: both).")
     load_image(content_image, name="content image")
     steps = check_int_range("--steps", steps, 1, MAX_STEPS, STEPS_FIX)
-    inv = check_int_range("--inversion-steps", inversion_steps, 1, 1000, "the paper uses 1000.")
+    if inversion_steps is not None: check_int_range("--inversion-steps", inversion_steps, 1, 1000, "the paper uses 1000.")
+    inv, fp = inversion_defaults(model, steps, inversion_steps, fixed_point_iters)
     out = Path(out).expanduser()
     if out.suffix != ".safetensors": raise InputError(f"--out '{out}' must end in .safetensors (the trajectory's format).")
     recs = [record] if isinstance(record, str) else list(record or [])
@@ -681,10 +699,10 @@ def invert_job(content_image, out, model: Optional[str] = None, inversion_steps:
     ds = DiffStyler(get_pipeline(model, device))
     small_model_notice(ds.pipe, content_image, model)
     rec = [r if r == "all" else InjectionConfig.preset(r, steps) for r in recs]
-    src = ds.invert(content_image, inv, steps, record=rec, progress=progress, role=role)
+    src = ds.invert(content_image, inv, steps, record=rec, progress=progress, role=role, fixed_point_iters=fp)
     src.save(out, overwrite=overwrite)
     write_config(out, dict(command="invert", model=model or "toy", content=_abs(content_image), n_timesteps=steps,
-                           inversion_steps=inv, record=record, role=role, output_path=_abs(out),
+                           inversion_steps=inv, fixed_point_iters=fp, record=record, role=role, output_path=_abs(out),
                            seconds=round(time.perf_counter() - t0, 2)), overwrite=overwrite)
     return out
 
@@ -692,14 +710,15 @@ def transfer_job(content, loras, out, masks: Sequence = (), prompts: Sequence = 
                  feature_steps: Optional[int] = None, attention_steps: Optional[int] = None, guidance: Optional[float] = None,
                  negative_prompt: Optional[str] = None, seed: int = 0, steps: Optional[int] = None,
                  inversion_steps: Optional[int] = None, model: Optional[str] = None, overwrite: bool = False, device=None,
-                 progress: bool = True, fastsam_checkpoint=None, style_image=None, style_source=None) -> Path:
+                 progress: bool = True, fastsam_checkpoint=None, style_image=None, style_source=None,
+                 fixed_point_iters: Optional[int] = None) -> Path:
     """Style `content` (image or saved trajectory), checked first; writes `out` and its config (`diffstyler transfer`).
     DiffStyler's presets take `loras` (one per mask); `pnp` and `masactrl` take no LoRA and one prompt; `styleid` takes no
     LoRA and `style_image` (inverted like the content) or `style_source` (its trajectory from `invert_job(..., record='styleid')`)."""
     plan = dict(content=content, loras=list(loras or []), masks=list(masks), prompts=list(prompts), preset=preset,
                 feature_steps=feature_steps, attention_steps=attention_steps, guidance=guidance,
                 negative_prompt=negative_prompt, seed=seed, steps=steps, inversion_steps=inversion_steps,
-                model=model, out=out, fastsam_checkpoint=fastsam_checkpoint, style_image=style_image, style_source=style_source)
+                fixed_point_iters=fixed_point_iters, model=model, out=out, fastsam_checkpoint=fastsam_checkpoint, style_image=style_image, style_source=style_source)
     p = check_plan(plan, overwrite)
     return run_plan(p, progress=progress, device=device, overwrite=overwrite)
 
