@@ -74,7 +74,8 @@ def load_grid(config, out=None, model: Optional[str] = None) -> dict:
         if bad: raise InputError(f"{label}: metrics has unknown key '{bad[0]}': use {', '.join(METRIC_KEYS)} (or metrics: false).")
     from diffstyler.runs import MAX_STEPS, STEPS_FIX
     steps = check_int_range("steps", data.get("steps", 50), 1, MAX_STEPS, STEPS_FIX)
-    inv = check_int_range("inversion_steps", data.get("inversion_steps", 1000), 1, 1000, "the paper uses 1000.")
+    inv = data.get("inversion_steps")   # None: what the model needs (runs.inversion_defaults: SD 1000 plain steps, the toy fixed-point)
+    if inv is not None: inv = check_int_range("inversion_steps", inv, 1, 1000, "the paper uses 1000.")
     if out is not None: out = Path(out).expanduser().resolve()            # given on the command line: relative to the working folder
     else:
         out = Path(str(data.get("out") or "grid-output")).expanduser()     # in the file: relative to the file
