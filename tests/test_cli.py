@@ -59,7 +59,7 @@ def ws(tmp_path_factory):
     (w/"taken.png").write_bytes(b"precious")
     (w/"taken.safetensors").write_bytes(b"precious")
     # a LoRA and a source trajectory, through the CLI
-    code = main(["train-lora", w/"style.png", "--prompt", "a yellow star, stripes style", "--out", w/"lora", "--steps", "2",
+    code = main(["train-lora", w/"style.png", "--prompt", "stripes style, a yellow star", "--out", w/"lora", "--steps", "2",
                  "--checkpoint-every", "0", *TINY])
     assert code == 0
     assert main(["invert", w/"content.png", "--out", w/"src.safetensors", *FAST, *TINY]) == 0
@@ -235,7 +235,7 @@ def test_run_two_runs_from_yaml(ws, tmp_path, capsys):
 runs:
   - {{image_path: {ws/'content.png'}, lora_name: {ws/'lora'}, output_path: first.png}}
   - {{image_path: {ws/'content.png'}, lora_name: {ws/'lora'}, mask: {ws/'circle'}, output_path: second.png,
-      pnp_f_t: 0.8, pnp_attn_t: 0.4, prompt_gene: 'a red circle, stripes style', preset: paper}}
+      pnp_f_t: 0.8, pnp_attn_t: 0.4, prompt_gene: 'stripes style, a red circle', preset: paper}}
 n_timesteps: 5
 inversion_steps: 10
 guidance_scale: 7.5
@@ -250,7 +250,7 @@ negative_prompt: ugly, blurry
         assert cfg["n_timesteps"] == 5 and cfg["negative_prompt"] == "ugly, blurry" and "diffstyler_version" in cfg
     cfg = json.loads((tmp_path/"second.config.json").read_text())
     assert (cfg["feature_steps"], cfg["attention_steps"]) == (4, 2) and cfg["mask"] == [str(ws/"circle.png")]
-    assert cfg["prompt_gene"] == ["a red circle, stripes style"]
+    assert cfg["prompt_gene"] == ["stripes style, a red circle"]
 
 
 def test_demo_on_tiny(tmp_path, capsys):

@@ -23,7 +23,7 @@ torch.set_num_threads(1)
 TINY = ["--model", "tiny", "--quiet"]
 STEPS, INV = 6, 20
 FAST = ["--steps", str(STEPS), "--inversion-steps", str(INV)]
-PROMPT = "a yellow star, stripes style"
+PROMPT = "stripes style, a yellow star"
 
 
 def call(capsys, *argv):
@@ -94,7 +94,7 @@ def test_pictures_are_the_methods(ws, tmp_path, capsys):
     from diffstyler.transfer import DiffStyler
     run = lambda name, *a: call(capsys, "transfer", ws/"content.png", *a, *TINY, *FAST, "--out", tmp_path/name)[0]
     assert run("pnp.png", "--preset", "pnp", "--prompt", PROMPT) == 0
-    assert run("pnp2.png", "--preset", "pnp", "--prompt", "a blue square, dots style") == 0
+    assert run("pnp2.png", "--preset", "pnp", "--prompt", "dots style, a blue square") == 0
     assert run("sid_img.png", "--preset", "styleid", "--style-image", ws/"style.png") == 0
     assert run("sid_src.png", "--preset", "styleid", "--style-source", ws/"style.safetensors") == 0
     assert np.abs(pixels(tmp_path/"sid_img.png") - pixels(tmp_path/"sid_src.png")).max() <= 1

@@ -110,7 +110,7 @@ def styleid_edit(q, k, v, step, n_src):
 
 def test_pnp_matches_its_loop(setup):
     styler, src, _ = setup
-    prompt = "a red square, checker style"
+    prompt = "checker style, a red square"
     ours = styler.transfer(src, prompt=prompt, config=InjectionConfig.preset("pnp", N), progress=False).latents
     neg = "ugly, blurry, black, low res, unrealistic"
     ref = run_reference(styler, lambda i: src.inverted[i:i + 1], ["", neg, prompt], src.inverted[:1], pnp_edit, range(4, 12), 7.5,
@@ -122,7 +122,7 @@ def test_pnp_matches_its_loop(setup):
 
 def test_masactrl_matches_its_loop(setup):
     styler, src, _ = setup
-    prompt = "a red square, checker style"
+    prompt = "checker style, a red square"
     ours = styler.transfer(src, prompt=prompt, config=InjectionConfig.preset("masactrl", N), progress=False).latents
     ref = run_reference(styler, lambda i: src.inverted[i:i + 1], ["", "", prompt], src.inverted[:1], masactrl_edit, range(6, 12), 7.5)
     assert (ours - ref).abs().max() < 1e-4
@@ -155,7 +155,7 @@ def test_each_preset_touches_exactly_its_rules(setup, name):
     styler, src, sty = setup
     cfg = InjectionConfig.preset(name, N)
     probe = record_all(styler.pipe.unet, N, values=True)
-    res = styler.transfer(src, prompt="a red square, checker style", config=cfg, style_source=sty, progress=False, probe=probe)
+    res = styler.transfer(src, prompt="checker style, a red square", config=cfg, style_source=sty, progress=False, probe=probe)
     used = res.probes[0].data
     stores = {"content": src.store.data, "style": sty.store.data}
     touched = set()
