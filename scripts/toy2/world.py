@@ -24,11 +24,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from diffusers import ModelMixin, ConfigMixin
-from diffusers.configuration_utils import register_to_config
-from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution, DecoderOutput
-from diffusers.models.modeling_outputs import AutoencoderKLOutput
-from diffstyler.toy import SHAPES, COLORS, BACKGROUNDS, shape_mask
+from diffstyler.toy import SHAPES, COLORS, BACKGROUNDS, shape_mask, PatchVAE, toy_vae
 
 STYLES = ("flat", "checker", "grid", "outline", "stripes", "dots")
 HELD_OUT_STYLES = ("stripes", "dots")
@@ -148,47 +144,13 @@ def texture_scores(image) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------------- the VAE
-class PCAVAE(ModelMixin, ConfigMixin):
-    """AutoencoderKL's interface over a fixed orthogonal PCA of 4x4 RGB patches: 48 values -> `latent_channels`.
-
-    encode: pixel_unshuffle(x, 4) - mean, projected on the first `latent_channels` principal axes (posterior = that,
-    deterministic); decode: the transpose. One global `scaling_factor` (diffusers multiplies latents by it), not per
-    channel, so the fine components stay small. block_out_channels has 3 entries: diffusers' factor 2**(3-1) = 4."""
-    @register_to_config
-    def __init__(self, in_channels: int = 3, patch_size: int = 4, latent_channels: int = 24, scaling_factor: float = 1.0,
-                 block_out_channels: Optional[Sequence[int]] = None):
-        super().__init__()
-        d = in_channels * patch_size ** 2
-        self.register_to_config(block_out_channels=(latent_channels,) * (int(math.log2(patch_size)) + 1))
-        self.register_buffer("mean", torch.zeros(d))
-        self.register_buffer("basis", torch.eye(d)[:latent_channels].clone())
-
-    def encode(self, x, return_dict: bool = True):
-        p = F.pixel_unshuffle(x, self.config.patch_size) - self.mean.to(x.dtype)[:, None, None]
-        z = torch.einsum("cd,bdhw->bchw", self.basis.to(x.dtype), p)
-        dist = DiagonalGaussianDistribution(torch.cat([z, torch.zeros_like(z)], 1), deterministic=True)
-        return AutoencoderKLOutput(latent_dist=dist) if return_dict else (dist,)
-
-    def decode(self, z, return_dict: bool = True, generator=None):
-        p = torch.einsum("cd,bchw->bdhw", self.basis.to(z.dtype), z) + self.mean.to(z.dtype)[:, None, None]
-        x = F.pixel_shuffle(p, self.config.patch_size)
-        return DecoderOutput(sample=x) if return_dict else (x,)
-
-    def forward(self, x, return_dict: bool = True): return self.decode(self.encode(x).latent_dist.mean, return_dict)
+# the PCA VAE moved into the package (diffstyler.toy.PatchVAE / toy_vae, chapter 8c); the prototype's names stay
+PCAVAE = PatchVAE          # loads the folders saved here (their config names the class PCAVAE)
 
 
-def fit_pca_vae(latent_channels: int = 24, n_layouts: int = 200, seed: int = 7) -> PCAVAE:
-    "Fit the PCA on renders of every style (held-out ones included: the VAE is generic, as SD's is)."
-    imgs, _, _ = render_set(seed, n_layouts, STYLES)
-    p = F.pixel_unshuffle(to_tensor(imgs).double(), 4).permute(0, 2, 3, 1).reshape(-1, 48)
-    mu = p.mean(0); cov = (p - mu).T @ (p - mu) / len(p)
-    evals, evecs = torch.linalg.eigh(cov)
-    basis = evecs[:, evals.argsort(descending=True)[:latent_channels]].T.contiguous()
-    vae = PCAVAE(latent_channels=latent_channels)
-    vae.mean.copy_(mu.float()); vae.basis.copy_(basis.float())
-    z = torch.einsum("cd,nd->nc", basis, p - mu)
-    vae.register_to_config(scaling_factor=round(1.0 / float(z.std()), 5))
-    return vae.eval().requires_grad_(False)
+def fit_pca_vae(latent_channels: int = 24, n_layouts: int = 200, seed: int = 7):
+    "The package's `toy_vae` (a PCA of 4x4 patches of renders of every style), as this prototype first fitted it."
+    return toy_vae(latent_channels, n_layouts, seed)
 
 
 def psnr_u8(a: np.ndarray, b: np.ndarray) -> float:
