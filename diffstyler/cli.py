@@ -204,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="toy-eval.json", help="results JSON")
     p.add_argument("--contents", type=int, default=12, help="held-out content scenes (the bars: 12; fewer for a quick look)")
     p.add_argument("--n", type=int, default=48, help="caption prompts from noise"); p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=25); p.add_argument("--inversion-steps", type=int, default=25)
+    p.add_argument("--steps", type=int, default=25); p.add_argument("--inversion-steps", type=int, default=25, help="DDIM inversion steps of the transfer bars' contents (the inversion bar always inverts with 50)")
     p.add_argument("--fixed-point-iters", type=int, default=2, help="fixed-point iterations per inversion step (0: plain DDIM)")
     p.add_argument("--guidance", type=float, default=7.5)
     p.add_argument("--lora-steps", type=int, default=None, help="LoRA steps (default: the toy recipe's, diffstyler.toy.TOY_LORA)")

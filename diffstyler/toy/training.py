@@ -85,8 +85,14 @@ class _SkipDropout:
         for h in self.handles: h.remove()
 
 # %% ../../nbs/08d_toy_training.ipynb #45dd0ab1
-def _check_train(minutes, layouts, pool, prediction_type, p_uncond, p_style_only, p_unknown, skip_dropout, max_steps):
+def _check_train(minutes, layouts, pool, prediction_type, p_uncond, p_style_only, p_unknown, skip_dropout, max_steps,
+                 lr=1e-3, ema_decay=0.998, ckpt_minutes=10, threads=1, schedule_shift=16.0):
     if not minutes > 0: raise InputError(f"minutes={minutes} must be > 0 (the phase's time budget).")
+    if not lr >= 0: raise InputError(f"lr={lr} must be >= 0 (the shipped phases used 1e-3 to 3e-4).")
+    if not 0 <= ema_decay < 1: raise InputError(f"ema_decay={ema_decay} must be in [0, 1) (the shipped model: 0.998).")
+    if not ckpt_minutes >= 0: raise InputError(f"ckpt_minutes={ckpt_minutes} must be >= 0 (minutes between checkpoints, e.g. 10; 0: after every step).")
+    if int(threads) != threads or threads < 1: raise InputError(f"threads={threads} must be an integer >= 1 (one is fastest for the toy).")
+    if not schedule_shift > 0: raise InputError(f"schedule_shift={schedule_shift} must be > 0 (16: the toy, 1: SD's own schedule).")
     for name, v in (("layouts", layouts), ("pool", pool)):
         if int(v) != v or v < 1: raise InputError(f"{name}={v} must be an integer >= 1.")
     if max_steps is not None and (int(max_steps) != max_steps or max_steps < 1): raise InputError(f"max_steps={max_steps} must be an integer >= 1 or None.")
@@ -123,7 +129,8 @@ def train_toy(run_dir, minutes: float = 85, seed: int = 0, resume: bool = False,
     this phase (fresh optimiser and budget). `max_steps`: stop there too, with the cosine over steps instead of time
     (a run that is then reproducible bit for bit, resumed or not). Raises InputError for bad values, an existing
     `state.pt` without `resume`, or a `resume` whose recipe differs from the run's."""
-    _check_train(minutes, layouts, pool, prediction_type, p_uncond, p_style_only, p_unknown, skip_dropout, max_steps)
+    _check_train(minutes, layouts, pool, prediction_type, p_uncond, p_style_only, p_unknown, skip_dropout, max_steps,
+                 lr, ema_decay, ckpt_minutes, threads, schedule_shift)
     torch.set_num_threads(threads)
     run = Path(run_dir); run.mkdir(parents=True, exist_ok=True)
     state_file = run / "state.pt"
